@@ -1,0 +1,1 @@
+//! Sans-IO SIP: message model, parser, serializer, URIs, headers, transactions.
