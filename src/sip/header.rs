@@ -1,0 +1,370 @@
+//! Header names and the ordered header list of a message.
+//!
+//! Every header is kept as received, in order, with its name as written; known names
+//! (including compact forms) are also mapped to a [`Known`] tag so lookups don't
+//! compare strings.
+
+use super::text::SipStr;
+
+macro_rules! known_headers {
+    ($($variant:ident => $canonical:literal $(, $compact:literal)?;)*) => {
+        /// Header names switchboard understands. Compact forms map to the same tag.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        pub enum Known { $($variant,)* }
+
+        impl Known {
+            pub fn canonical(self) -> &'static str {
+                match self { $(Known::$variant => $canonical,)* }
+            }
+
+            /// Case-insensitive lookup of a full or compact header name.
+            pub fn lookup(name: &str) -> Option<Known> {
+                let b = name.as_bytes();
+                $(
+                    if b.eq_ignore_ascii_case($canonical.as_bytes()) $(|| b.eq_ignore_ascii_case($compact.as_bytes()))? {
+                        return Some(Known::$variant);
+                    }
+                )*
+                None
+            }
+        }
+    };
+}
+
+known_headers! {
+    Accept => "Accept";
+    AcceptContact => "Accept-Contact", "a";
+    AcceptEncoding => "Accept-Encoding";
+    AcceptLanguage => "Accept-Language";
+    AlertInfo => "Alert-Info";
+    Allow => "Allow";
+    AllowEvents => "Allow-Events", "u";
+    Authorization => "Authorization";
+    CallId => "Call-ID", "i";
+    CallInfo => "Call-Info";
+    Contact => "Contact", "m";
+    ContentDisposition => "Content-Disposition";
+    ContentEncoding => "Content-Encoding", "e";
+    ContentLanguage => "Content-Language";
+    ContentLength => "Content-Length", "l";
+    ContentType => "Content-Type", "c";
+    CSeq => "CSeq";
+    Date => "Date";
+    ErrorInfo => "Error-Info";
+    Event => "Event", "o";
+    Expires => "Expires";
+    From => "From", "f";
+    InReplyTo => "In-Reply-To";
+    MaxForwards => "Max-Forwards";
+    MimeVersion => "MIME-Version";
+    MinExpires => "Min-Expires";
+    MinSe => "Min-SE";
+    Organization => "Organization";
+    PAssertedIdentity => "P-Asserted-Identity";
+    PPreferredIdentity => "P-Preferred-Identity";
+    Priority => "Priority";
+    Privacy => "Privacy";
+    ProxyAuthenticate => "Proxy-Authenticate";
+    ProxyAuthorization => "Proxy-Authorization";
+    ProxyRequire => "Proxy-Require";
+    RAck => "RAck";
+    Reason => "Reason";
+    RecordRoute => "Record-Route";
+    ReferTo => "Refer-To", "r";
+    ReferredBy => "Referred-By", "b";
+    RejectContact => "Reject-Contact", "j";
+    Replaces => "Replaces";
+    ReplyTo => "Reply-To";
+    RequestDisposition => "Request-Disposition", "d";
+    Require => "Require";
+    RetryAfter => "Retry-After";
+    Route => "Route";
+    RSeq => "RSeq";
+    Server => "Server";
+    SessionExpires => "Session-Expires", "x";
+    Subject => "Subject", "s";
+    SubscriptionState => "Subscription-State";
+    Supported => "Supported", "k";
+    Timestamp => "Timestamp";
+    To => "To", "t";
+    Unsupported => "Unsupported";
+    UserAgent => "User-Agent";
+    Via => "Via", "v";
+    Warning => "Warning";
+    WwwAuthenticate => "WWW-Authenticate";
+}
+
+impl Known {
+    /// Headers whose values are comma-separated lists (RFC 3261 §7.3.1). Others may
+    /// contain commas inside their single value (dates, auth parameters).
+    pub fn is_list(self) -> bool {
+        matches!(
+            self,
+            Known::Accept
+                | Known::AcceptEncoding
+                | Known::AcceptLanguage
+                | Known::AlertInfo
+                | Known::Allow
+                | Known::AllowEvents
+                | Known::CallInfo
+                | Known::Contact
+                | Known::ContentEncoding
+                | Known::ContentLanguage
+                | Known::ErrorInfo
+                | Known::InReplyTo
+                | Known::PAssertedIdentity
+                | Known::ProxyRequire
+                | Known::Reason
+                | Known::RecordRoute
+                | Known::Require
+                | Known::Route
+                | Known::Supported
+                | Known::Unsupported
+                | Known::Via
+                | Known::Warning
+        )
+    }
+}
+
+/// A header name as written, with its known tag if it has one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HeaderName {
+    raw: SipStr,
+    known: Option<Known>,
+}
+
+impl HeaderName {
+    pub fn new(raw: SipStr) -> Self {
+        let known = Known::lookup(&raw);
+        HeaderName { raw, known }
+    }
+
+    pub fn as_str(&self) -> &str {
+        self.raw.as_str()
+    }
+
+    pub fn known(&self) -> Option<Known> {
+        self.known
+    }
+
+    /// True for the same header under any spelling or compact form.
+    pub fn matches(&self, name: &str) -> bool {
+        match (self.known, Known::lookup(name)) {
+            (Some(a), Some(b)) => a == b,
+            _ => self.raw.eq_ignore_ascii_case(name),
+        }
+    }
+}
+
+impl From<Known> for HeaderName {
+    fn from(k: Known) -> Self {
+        HeaderName {
+            raw: SipStr::from_static(k.canonical()),
+            known: Some(k),
+        }
+    }
+}
+
+/// One header line: name and value (leading/trailing whitespace and folding removed).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Header {
+    pub name: HeaderName,
+    pub value: SipStr,
+}
+
+/// The headers of a message in their received order.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Headers(Vec<Header>);
+
+impl Headers {
+    pub fn new() -> Self {
+        Headers(Vec::new())
+    }
+
+    pub fn with_capacity(n: usize) -> Self {
+        Headers(Vec::with_capacity(n))
+    }
+
+    pub fn iter(&self) -> std::slice::Iter<'_, Header> {
+        self.0.iter()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The first header of this kind.
+    pub fn get(&self, k: Known) -> Option<&SipStr> {
+        self.0
+            .iter()
+            .find(|h| h.name.known == Some(k))
+            .map(|h| &h.value)
+    }
+
+    /// Every header line of this kind, in order.
+    pub fn get_all(&self, k: Known) -> impl Iterator<Item = &SipStr> {
+        self.0
+            .iter()
+            .filter(move |h| h.name.known == Some(k))
+            .map(|h| &h.value)
+    }
+
+    /// Every header line with this name (any spelling), for unknown headers too.
+    pub fn get_named<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a SipStr> {
+        self.0
+            .iter()
+            .filter(move |h| h.name.matches(name))
+            .map(|h| &h.value)
+    }
+
+    /// Every element of a list header across all its lines, split at top-level commas.
+    pub fn list(&self, k: Known) -> impl Iterator<Item = SipStr> + '_ {
+        self.get_all(k)
+            .flat_map(|v| split_list(v).into_iter().map(|part| v.slice_ref(part)).collect::<Vec<_>>())
+    }
+
+    pub fn count(&self, k: Known) -> usize {
+        self.get_all(k).count()
+    }
+
+    pub fn contains(&self, k: Known) -> bool {
+        self.get(k).is_some()
+    }
+
+    pub fn push(&mut self, name: impl Into<HeaderName>, value: impl Into<SipStr>) {
+        self.0.push(Header {
+            name: name.into(),
+            value: value.into(),
+        });
+    }
+
+    /// Inserts before the first header (a new top Via, say).
+    pub fn push_front(&mut self, name: impl Into<HeaderName>, value: impl Into<SipStr>) {
+        self.0.insert(
+            0,
+            Header {
+                name: name.into(),
+                value: value.into(),
+            },
+        );
+    }
+
+    /// Replaces every header of this kind with one value, at the first one's place.
+    pub fn set(&mut self, k: Known, value: impl Into<SipStr>) {
+        let value = value.into();
+        match self.0.iter().position(|h| h.name.known == Some(k)) {
+            Some(i) => {
+                self.0[i].value = value;
+                let mut idx = 0;
+                self.0.retain(|h| {
+                    let keep = idx <= i || h.name.known != Some(k);
+                    idx += 1;
+                    keep
+                });
+            }
+            None => self.push(k, value),
+        }
+    }
+
+    pub fn remove(&mut self, k: Known) {
+        self.0.retain(|h| h.name.known != Some(k));
+    }
+
+    /// Removes the first element of a list header (the top Via, say), dropping the
+    /// line if it held only that element.
+    pub fn remove_first_element(&mut self, k: Known) {
+        let Some(i) = self.0.iter().position(|h| h.name.known == Some(k)) else {
+            return;
+        };
+        let value = self.0[i].value.clone();
+        let parts = split_list(&value);
+        if parts.len() <= 1 {
+            self.0.remove(i);
+        } else {
+            let rest_start = parts[1].as_ptr() as usize - value.as_ptr() as usize;
+            self.0[i].value = value.slice_ref(&value[rest_start..]);
+        }
+    }
+}
+
+impl<'a> IntoIterator for &'a Headers {
+    type Item = &'a Header;
+    type IntoIter = std::slice::Iter<'a, Header>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
+/// Splits a header value at commas outside quoted strings and `<...>`, trimming
+/// whitespace around each element. Empty elements are kept so validation can see them.
+pub fn split_list(value: &str) -> Vec<&str> {
+    let bytes = value.as_bytes();
+    let mut parts = Vec::new();
+    let mut start = 0;
+    let mut in_quotes = false;
+    let mut in_angle = false;
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\\' if in_quotes => i += 1,
+            b'"' => in_quotes = !in_quotes,
+            b'<' if !in_quotes => in_angle = true,
+            b'>' if !in_quotes => in_angle = false,
+            b',' if !in_quotes && !in_angle => {
+                parts.push(value[start..i].trim());
+                start = i + 1;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    parts.push(value[start..].trim());
+    parts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lookup_full_and_compact_forms_case_insensitively() {
+        assert_eq!(Known::lookup("via"), Some(Known::Via));
+        assert_eq!(Known::lookup("V"), Some(Known::Via));
+        assert_eq!(Known::lookup("cAlL-iD"), Some(Known::CallId));
+        assert_eq!(Known::lookup("i"), Some(Known::CallId));
+        assert_eq!(Known::lookup("l"), Some(Known::ContentLength));
+        assert_eq!(Known::lookup("WWW-Authenticate"), Some(Known::WwwAuthenticate));
+        assert_eq!(Known::lookup("X-Custom"), None);
+        assert_eq!(Known::lookup("a-very-long-header-name-beyond-buffer"), None);
+    }
+
+    #[test]
+    fn split_list_respects_quotes_and_angles() {
+        assert_eq!(
+            split_list(r#""a, b" <sip:x@y;p=1,2>;q=1 , <sip:z>"#),
+            vec![r#""a, b" <sip:x@y;p=1,2>;q=1"#, "<sip:z>"]
+        );
+        assert_eq!(split_list("a,,b"), vec!["a", "", "b"]);
+        assert_eq!(split_list(r#""x\"," , y"#), vec![r#""x\",""#, "y"]);
+    }
+
+    #[test]
+    fn set_replaces_all_and_remove_first_element_splits() {
+        let mut h = Headers::new();
+        h.push(Known::Via, "SIP/2.0/UDP a;branch=z9hG4bK1, SIP/2.0/UDP b");
+        h.push(Known::MaxForwards, "70");
+        h.push(Known::Via, "SIP/2.0/UDP c");
+        h.remove_first_element(Known::Via);
+        assert_eq!(
+            h.list(Known::Via).collect::<Vec<_>>(),
+            vec!["SIP/2.0/UDP b", "SIP/2.0/UDP c"]
+        );
+        h.set(Known::Via, "SIP/2.0/TCP d");
+        assert_eq!(h.count(Known::Via), 1);
+        assert_eq!(h.iter().next().map(|h| h.value.as_str()), Some("SIP/2.0/TCP d"));
+    }
+}
