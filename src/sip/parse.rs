@@ -309,6 +309,10 @@ pub fn validate_request(req: &Request) -> Result<(), (u16, &'static str)> {
     if !matches!(req.method, Method::Extension(_)) && cseq.method != req.method {
         return Err((400, "CSeq method does not match"));
     }
+    if req.method == Method::Register && !matches!(req.to().map(|t| t.uri), Ok(Uri::Sip(_))) {
+        // RFC 3261 §10.3 step 3: the To header of a REGISTER names a SIP or SIPS AOR.
+        return Err((400, "REGISTER To must be a SIP URI"));
+    }
     match &req.uri {
         Uri::Sip(u) if !u.headers.is_empty() => Err((400, "Request-URI with headers")),
         Uri::Sip(_) | Uri::Tel(_) => Ok(()),
