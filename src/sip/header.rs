@@ -7,7 +7,7 @@
 use super::text::SipStr;
 
 macro_rules! known_headers {
-    ($($variant:ident => $canonical:literal $(, $compact:literal)?;)*) => {
+    ($($variant:ident => $canonical:literal, $($lower:literal)|+;)*) => {
         /// Header names switchboard understands. Compact forms map to the same tag.
         #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
         pub enum Known { $($variant,)* }
@@ -17,81 +17,85 @@ macro_rules! known_headers {
                 match self { $(Known::$variant => $canonical,)* }
             }
 
-            /// Case-insensitive lookup of a full or compact header name.
+            /// Case-insensitive lookup of a full or compact header name: lowercased into
+            /// a stack buffer, then one `match` the compiler turns into a decision tree.
             pub fn lookup(name: &str) -> Option<Known> {
-                let b = name.as_bytes();
-                $(
-                    if b.eq_ignore_ascii_case($canonical.as_bytes()) $(|| b.eq_ignore_ascii_case($compact.as_bytes()))? {
-                        return Some(Known::$variant);
-                    }
-                )*
-                None
+                let mut buf = [0u8; 24];
+                let bytes = name.as_bytes();
+                let lower = buf.get_mut(..bytes.len())?;
+                for (d, s) in lower.iter_mut().zip(bytes) {
+                    *d = s.to_ascii_lowercase();
+                }
+                match &*lower {
+                    $($($lower)|+ => Some(Known::$variant),)*
+                    _ => None,
+                }
             }
         }
     };
 }
 
 known_headers! {
-    Accept => "Accept";
-    AcceptContact => "Accept-Contact", "a";
-    AcceptEncoding => "Accept-Encoding";
-    AcceptLanguage => "Accept-Language";
-    AlertInfo => "Alert-Info";
-    Allow => "Allow";
-    AllowEvents => "Allow-Events", "u";
-    Authorization => "Authorization";
-    CallId => "Call-ID", "i";
-    CallInfo => "Call-Info";
-    Contact => "Contact", "m";
-    ContentDisposition => "Content-Disposition";
-    ContentEncoding => "Content-Encoding", "e";
-    ContentLanguage => "Content-Language";
-    ContentLength => "Content-Length", "l";
-    ContentType => "Content-Type", "c";
-    CSeq => "CSeq";
-    Date => "Date";
-    ErrorInfo => "Error-Info";
-    Event => "Event", "o";
-    Expires => "Expires";
-    From => "From", "f";
-    InReplyTo => "In-Reply-To";
-    MaxForwards => "Max-Forwards";
-    MimeVersion => "MIME-Version";
-    MinExpires => "Min-Expires";
-    MinSe => "Min-SE";
-    Organization => "Organization";
-    PAssertedIdentity => "P-Asserted-Identity";
-    PPreferredIdentity => "P-Preferred-Identity";
-    Priority => "Priority";
-    Privacy => "Privacy";
-    ProxyAuthenticate => "Proxy-Authenticate";
-    ProxyAuthorization => "Proxy-Authorization";
-    ProxyRequire => "Proxy-Require";
-    RAck => "RAck";
-    Reason => "Reason";
-    RecordRoute => "Record-Route";
-    ReferTo => "Refer-To", "r";
-    ReferredBy => "Referred-By", "b";
-    RejectContact => "Reject-Contact", "j";
-    Replaces => "Replaces";
-    ReplyTo => "Reply-To";
-    RequestDisposition => "Request-Disposition", "d";
-    Require => "Require";
-    RetryAfter => "Retry-After";
-    Route => "Route";
-    RSeq => "RSeq";
-    Server => "Server";
-    SessionExpires => "Session-Expires", "x";
-    Subject => "Subject", "s";
-    SubscriptionState => "Subscription-State";
-    Supported => "Supported", "k";
-    Timestamp => "Timestamp";
-    To => "To", "t";
-    Unsupported => "Unsupported";
-    UserAgent => "User-Agent";
-    Via => "Via", "v";
-    Warning => "Warning";
-    WwwAuthenticate => "WWW-Authenticate";
+    Accept => "Accept", b"accept";
+    AcceptContact => "Accept-Contact", b"accept-contact" | b"a";
+    AcceptEncoding => "Accept-Encoding", b"accept-encoding";
+    AcceptLanguage => "Accept-Language", b"accept-language";
+    AlertInfo => "Alert-Info", b"alert-info";
+    Allow => "Allow", b"allow";
+    AllowEvents => "Allow-Events", b"allow-events" | b"u";
+    Authorization => "Authorization", b"authorization";
+    CallId => "Call-ID", b"call-id" | b"i";
+    CallInfo => "Call-Info", b"call-info";
+    Contact => "Contact", b"contact" | b"m";
+    ContentDisposition => "Content-Disposition", b"content-disposition";
+    ContentEncoding => "Content-Encoding", b"content-encoding" | b"e";
+    ContentLanguage => "Content-Language", b"content-language";
+    ContentLength => "Content-Length", b"content-length" | b"l";
+    ContentType => "Content-Type", b"content-type" | b"c";
+    CSeq => "CSeq", b"cseq";
+    Date => "Date", b"date";
+    ErrorInfo => "Error-Info", b"error-info";
+    Event => "Event", b"event" | b"o";
+    Expires => "Expires", b"expires";
+    From => "From", b"from" | b"f";
+    InReplyTo => "In-Reply-To", b"in-reply-to";
+    MaxForwards => "Max-Forwards", b"max-forwards";
+    MimeVersion => "MIME-Version", b"mime-version";
+    MinExpires => "Min-Expires", b"min-expires";
+    MinSe => "Min-SE", b"min-se";
+    Organization => "Organization", b"organization";
+    PAssertedIdentity => "P-Asserted-Identity", b"p-asserted-identity";
+    PPreferredIdentity => "P-Preferred-Identity", b"p-preferred-identity";
+    Priority => "Priority", b"priority";
+    Privacy => "Privacy", b"privacy";
+    ProxyAuthenticate => "Proxy-Authenticate", b"proxy-authenticate";
+    ProxyAuthorization => "Proxy-Authorization", b"proxy-authorization";
+    ProxyRequire => "Proxy-Require", b"proxy-require";
+    RAck => "RAck", b"rack";
+    Reason => "Reason", b"reason";
+    RecordRoute => "Record-Route", b"record-route";
+    ReferTo => "Refer-To", b"refer-to" | b"r";
+    ReferredBy => "Referred-By", b"referred-by" | b"b";
+    RejectContact => "Reject-Contact", b"reject-contact" | b"j";
+    Replaces => "Replaces", b"replaces";
+    ReplyTo => "Reply-To", b"reply-to";
+    RequestDisposition => "Request-Disposition", b"request-disposition" | b"d";
+    Require => "Require", b"require";
+    RetryAfter => "Retry-After", b"retry-after";
+    Route => "Route", b"route";
+    RSeq => "RSeq", b"rseq";
+    Server => "Server", b"server";
+    SessionExpires => "Session-Expires", b"session-expires" | b"x";
+    Subject => "Subject", b"subject" | b"s";
+    SubscriptionState => "Subscription-State", b"subscription-state";
+    Supported => "Supported", b"supported" | b"k";
+    Timestamp => "Timestamp", b"timestamp";
+    To => "To", b"to" | b"t";
+    Unsupported => "Unsupported", b"unsupported";
+    UserAgent => "User-Agent", b"user-agent";
+    Via => "Via", b"via" | b"v";
+    Warning => "Warning", b"warning";
+    WwwAuthenticate => "WWW-Authenticate", b"www-authenticate";
 }
 
 impl Known {
