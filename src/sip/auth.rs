@@ -404,7 +404,9 @@ impl fmt::Display for Credentials {
 /// HA1 for `credentials.algorithm`) in time independent of where they differ. Checks
 /// nothing else — nonce, realm, uri and nc are [`DigestAuth::authenticate`]'s job.
 pub fn verify(credentials: &Credentials, method: &str, ha1_hex: &str) -> bool {
-    let expected = credentials.expected_response(ha1_hex, method);
+    // HA1 enters the next hash as lowercase hex; an HA1 pasted into the config in
+    // uppercase must still work.
+    let expected = credentials.expected_response(&ha1_hex.to_ascii_lowercase(), method);
     // Hex compares after decoding so an uppercase response is still accepted.
     match (
         hex::decode(&credentials.response),
@@ -463,10 +465,6 @@ impl NonceMint {
             lifetime_secs,
             counter: AtomicU64::new(0),
         }
-    }
-
-    pub fn lifetime_secs(&self) -> u64 {
-        self.lifetime_secs
     }
 
     pub fn mint(&self, now: u64, realm: &str, algorithm: DigestAlgorithm) -> String {
@@ -538,7 +536,7 @@ struct NonceEntry {
 }
 
 /// Replay protection: the highest nonce count seen per nonce, for at most `capacity`
-/// nonces (roughly 200 bytes each: 4096 nonces cost under 1 MB).
+/// nonces (roughly 250 bytes each: 4096 nonces cost about 1 MB).
 ///
 /// When full, the least recently used nonce is evicted. Forgetting a nonce that has not
 /// expired would let its old counts be replayed, so eviction raises a floor instead: any
@@ -824,6 +822,7 @@ mod tests {
             "Circle of Life",
         );
         assert!(verify(&c, "GET", &h));
+        assert!(verify(&c, "GET", &h.to_ascii_uppercase()));
         assert!(!verify(&c, "POST", &h));
         let wrong = ha1(
             DigestAlgorithm::Md5,
