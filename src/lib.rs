@@ -4,3 +4,4 @@
 //! no clock reads); `transport` and the rest are thin tokio shells around them.
 
 pub mod sip;
+pub mod store;

@@ -1,6 +1,7 @@
 //! Sans-IO SIP: message model, parser, serializer, URIs, headers, transactions.
 //! Nothing here touches a socket or reads a clock.
 
+pub mod auth;
 pub mod checks;
 pub mod header;
 pub mod message;

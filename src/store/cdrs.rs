@@ -1,0 +1,155 @@
+//! Call detail records: append-only, keyed by an id that only ever grows (the next id
+//! is kept in `meta`, so ids are not reused even if old records are pruned one day).
+
+use super::{META, Store, StoreResult, decode, encode};
+use redb::{ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+
+pub(super) const TABLE: TableDefinition<u64, &str> = TableDefinition::new("cdrs");
+const NAME: &str = "cdrs";
+const NEXT_ID_KEY: &str = "next_cdr_id";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Disposition {
+    Answered,
+    Busy,
+    NoAnswer,
+    Failed,
+    Cancelled,
+}
+
+/// Which side ended the call; `System` for timeouts, errors, dialplan rejects.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HangupBy {
+    Caller,
+    Callee,
+    System,
+}
+
+/// One call. Times are seconds since the UNIX epoch.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cdr {
+    /// The A leg's Call-ID.
+    pub call_id: String,
+    pub caller: String,
+    pub callee: String,
+    pub start_unix: u64,
+    #[serde(default)]
+    pub answer_unix: Option<u64>,
+    pub end_unix: u64,
+    /// Answered time (end − answer); 0 for an unanswered call.
+    pub duration_secs: u64,
+    pub disposition: Disposition,
+    pub hangup_by: HangupBy,
+    /// The SIP status or Reason that ended the call, e.g. `"BYE"`, `"486 Busy Here"`.
+    pub hangup_cause: String,
+}
+
+impl Store {
+    /// Appends a record; returns its id (ids start at 1).
+    pub fn append_cdr(&self, cdr: &Cdr) -> StoreResult<u64> {
+        let json = encode(NAME, cdr)?;
+        self.write(|txn| {
+            let mut meta = txn.open_table(META)?;
+            let id = meta.get(NEXT_ID_KEY)?.map_or(1, |v| v.value());
+            meta.insert(NEXT_ID_KEY, id + 1)?;
+            txn.open_table(TABLE)?.insert(id, json.as_str())?;
+            Ok(id)
+        })
+    }
+
+    /// At most `limit` records in id order: with `after_id`, the first ones after it
+    /// (to page forward or poll for new calls); without, the latest ones.
+    pub fn list_cdrs(&self, limit: usize, after_id: Option<u64>) -> StoreResult<Vec<(u64, Cdr)>> {
+        self.read(|txn| {
+            let table = txn.open_table(TABLE)?;
+            let rows: Vec<_> = match after_id {
+                Some(after) => table
+                    .range(after.saturating_add(1)..)?
+                    .take(limit)
+                    .collect(),
+                None => {
+                    let mut latest: Vec<_> = table.iter()?.rev().take(limit).collect();
+                    latest.reverse();
+                    latest
+                }
+            };
+            rows.into_iter()
+                .map(|row| {
+                    let (id, json) = row?;
+                    Ok((id.value(), decode(NAME, json.value())?))
+                })
+                .collect()
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tempfile::TempDir;
+
+    /// Even-numbered calls were answered, odd ones not.
+    fn cdr(n: u64) -> Cdr {
+        let answered = n.is_multiple_of(2);
+        Cdr {
+            call_id: format!("call-{n}@pbx"),
+            caller: "1001".into(),
+            callee: "1002".into(),
+            start_unix: 1000 + n,
+            answer_unix: answered.then_some(1005 + n),
+            end_unix: 1060 + n,
+            duration_secs: if answered { 55 } else { 0 },
+            disposition: if answered {
+                Disposition::Answered
+            } else {
+                Disposition::NoAnswer
+            },
+            hangup_by: HangupBy::Callee,
+            hangup_cause: "BYE".into(),
+        }
+    }
+
+    #[test]
+    fn cdrs_append_and_list() {
+        let tmp = TempDir::new().unwrap();
+        let store = Store::open(tmp.path()).unwrap();
+        for n in 1..=5 {
+            assert_eq!(store.append_cdr(&cdr(n)).unwrap(), n);
+        }
+        let ids = |rows: Vec<(u64, Cdr)>| rows.into_iter().map(|(id, _)| id).collect::<Vec<_>>();
+        assert_eq!(ids(store.list_cdrs(2, None).unwrap()), vec![4, 5]);
+        assert_eq!(ids(store.list_cdrs(2, Some(1)).unwrap()), vec![2, 3]);
+        assert_eq!(ids(store.list_cdrs(10, Some(4)).unwrap()), vec![5]);
+        assert_eq!(
+            ids(store.list_cdrs(10, Some(u64::MAX)).unwrap()),
+            Vec::<u64>::new()
+        );
+        assert_eq!(store.list_cdrs(1, Some(2)).unwrap(), vec![(3, cdr(3))]);
+    }
+
+    #[test]
+    fn cdr_ids_keep_growing_across_a_restart() {
+        let tmp = TempDir::new().unwrap();
+        {
+            let store = Store::open(tmp.path()).unwrap();
+            store.append_cdr(&cdr(1)).unwrap();
+            store.append_cdr(&cdr(2)).unwrap();
+        }
+        let store = Store::open(tmp.path()).unwrap();
+        assert_eq!(store.append_cdr(&cdr(3)).unwrap(), 3);
+        assert_eq!(
+            store.list_cdrs(10, None).unwrap(),
+            vec![(1, cdr(1)), (2, cdr(2)), (3, cdr(3))]
+        );
+    }
+
+    #[test]
+    fn disposition_is_stored_as_readable_text() {
+        let json = encode(NAME, &cdr(1)).unwrap();
+        assert!(json.contains(r#""disposition":"no-answer""#), "{json}");
+        assert!(json.contains(r#""hangup_by":"callee""#), "{json}");
+    }
+}
