@@ -53,8 +53,12 @@ fn bench(c: &mut Criterion) {
     for (name, bytes) in [("invite", INVITE), ("register", REGISTER)] {
         let buf = Bytes::from_static(bytes);
         let msg = parse_datagram(buf.clone()).expect("fixture parses");
-        g.bench_function(format!("parse_{name}"), |b| b.iter(|| parse_datagram(black_box(buf.clone()))));
-        g.bench_function(format!("serialize_{name}"), |b| b.iter(|| black_box(&msg).to_bytes()));
+        g.bench_function(format!("parse_{name}"), |b| {
+            b.iter(|| parse_datagram(black_box(buf.clone())))
+        });
+        g.bench_function(format!("serialize_{name}"), |b| {
+            b.iter(|| black_box(&msg).to_bytes())
+        });
     }
     g.finish();
 }

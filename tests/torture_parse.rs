@@ -7,7 +7,8 @@ use switchboard::sip::{Message, ParseError, parse_datagram};
 
 fn fixtures() -> Vec<(String, String)> {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
-    let table = std::fs::read_to_string(format!("{dir}/torture-expect.tsv")).expect("expectation table");
+    let table =
+        std::fs::read_to_string(format!("{dir}/torture-expect.tsv")).expect("expectation table");
     table
         .lines()
         .filter(|l| !l.starts_with('#') && !l.starts_with("file\t") && !l.is_empty())
@@ -52,10 +53,21 @@ fn every_torture_message_gets_its_expected_handling() {
 fn archived_rfc5118_messages_with_bare_lf_parse() {
     // The RFC's archive uses bare LF line ends; the valid ones whose Content-Length
     // matches must still parse.
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/conformance/rfc5118/archive");
-    for name in ["ipv6-good.dat", "port-ambiguous.dat", "via-received-param-no-delim.dat", "ipv6-bug-abnf-3-colons.dat"] {
+    let dir = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/conformance/rfc5118/archive"
+    );
+    for name in [
+        "ipv6-good.dat",
+        "port-ambiguous.dat",
+        "via-received-param-no-delim.dat",
+        "ipv6-bug-abnf-3-colons.dat",
+    ] {
         let bytes = std::fs::read(format!("{dir}/{name}")).expect("fixture");
-        assert!(matches!(parse_datagram(Bytes::from(bytes)), Ok(Message::Request(_))), "{name}");
+        assert!(
+            matches!(parse_datagram(Bytes::from(bytes)), Ok(Message::Request(_))),
+            "{name}"
+        );
     }
 }
 

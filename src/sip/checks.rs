@@ -37,7 +37,11 @@ impl Capabilities {
     }
 
     pub fn allow_header(&self) -> String {
-        self.allow.iter().map(|m| m.as_str()).collect::<Vec<_>>().join(", ")
+        self.allow
+            .iter()
+            .map(|m| m.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
     pub fn supported_header(&self) -> String {
@@ -79,14 +83,20 @@ pub fn check_request(req: &Request, caps: &Capabilities) -> Result<(), Rejection
         return Err(Rejection::new(483));
     }
     if !caps.allow.contains(&req.method) {
-        let status = if matches!(req.method, Method::Extension(_)) { 501 } else { 405 };
+        let status = if matches!(req.method, Method::Extension(_)) {
+            501
+        } else {
+            405
+        };
         return Err(Rejection::new(status).with(Known::Allow, caps.allow_header()));
     }
     if req.method != Method::Cancel {
         let unsupported: Vec<String> = req
             .headers
             .list(Known::Require)
-            .filter(|tag| !tag.is_empty() && !caps.supported.iter().any(|s| s.eq_ignore_ascii_case(tag)))
+            .filter(|tag| {
+                !tag.is_empty() && !caps.supported.iter().any(|s| s.eq_ignore_ascii_case(tag))
+            })
             .map(|t| t.to_string())
             .collect();
         if !unsupported.is_empty() {
@@ -98,7 +108,10 @@ pub fn check_request(req: &Request, caps: &Capabilities) -> Result<(), Rejection
             return Err(Rejection::new(415).with(Known::Accept, ACCEPT.to_string()));
         }
         if req.method == Method::Invite && !accepts_sdp(&req.headers) {
-            return Err(Rejection::new(406).with(Known::Warning, "399 switchboard \"only application/sdp answers\"".to_string()));
+            return Err(Rejection::new(406).with(
+                Known::Warning,
+                "399 switchboard \"only application/sdp answers\"".to_string(),
+            ));
         }
     }
     Ok(())
@@ -135,7 +148,10 @@ pub fn error_response(req_headers: &Headers, status: u16, detail: &str) -> Respo
     };
     let mut r = Response::new(status, &reason);
     for h in req_headers.iter() {
-        if matches!(h.name.known(), Some(Known::Via | Known::From | Known::To | Known::CallId | Known::CSeq)) {
+        if matches!(
+            h.name.known(),
+            Some(Known::Via | Known::From | Known::To | Known::CallId | Known::CSeq)
+        ) {
             r.headers.push(h.name.clone(), h.value.clone());
         }
     }
@@ -166,13 +182,19 @@ pub fn stateless_tag(headers: &Headers) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sip::parse::parse_datagram;
     use crate::sip::message::Message;
+    use crate::sip::parse::parse_datagram;
     use bytes::Bytes;
 
     fn caps() -> Capabilities {
         Capabilities {
-            allow: vec![Method::Invite, Method::Ack, Method::Cancel, Method::Bye, Method::Options],
+            allow: vec![
+                Method::Invite,
+                Method::Ack,
+                Method::Cancel,
+                Method::Bye,
+                Method::Options,
+            ],
             supported: vec!["replaces"],
         }
     }
@@ -189,7 +211,12 @@ mod tests {
 
     #[test]
     fn max_forwards_zero_is_483() {
-        assert_eq!(check_request(&req("Max-Forwards: 0\r\n", "OPTIONS"), &caps()).unwrap_err().status, 483);
+        assert_eq!(
+            check_request(&req("Max-Forwards: 0\r\n", "OPTIONS"), &caps())
+                .unwrap_err()
+                .status,
+            483
+        );
         assert!(check_request(&req("Max-Forwards: 1\r\n", "OPTIONS"), &caps()).is_ok());
     }
 
@@ -197,24 +224,62 @@ mod tests {
     fn unknown_and_unsupported_methods() {
         let r = check_request(&req("", "FOO"), &caps()).unwrap_err();
         assert_eq!(r.status, 501);
-        assert_eq!(r.headers, vec![(Known::Allow, "INVITE, ACK, CANCEL, BYE, OPTIONS".to_string())]);
-        assert_eq!(check_request(&req("", "MESSAGE"), &caps()).unwrap_err().status, 405);
+        assert_eq!(
+            r.headers,
+            vec![(
+                Known::Allow,
+                "INVITE, ACK, CANCEL, BYE, OPTIONS".to_string()
+            )]
+        );
+        assert_eq!(
+            check_request(&req("", "MESSAGE"), &caps())
+                .unwrap_err()
+                .status,
+            405
+        );
     }
 
     #[test]
     fn require_lists_unsupported_tags() {
-        let r = check_request(&req("Require: replaces, foo, bar\r\n", "OPTIONS"), &caps()).unwrap_err();
+        let r =
+            check_request(&req("Require: replaces, foo, bar\r\n", "OPTIONS"), &caps()).unwrap_err();
         assert_eq!((r.status, r.headers[0].1.as_str()), (420, "foo, bar"));
         assert!(check_request(&req("Require: Replaces\r\n", "OPTIONS"), &caps()).is_ok());
     }
 
     #[test]
     fn invite_body_and_accept() {
-        let r = check_request(&req("Content-Type: text/plain\r\nContent-Length: 2\r\n\r\nhi", "INVITE"), &caps());
+        let r = check_request(
+            &req(
+                "Content-Type: text/plain\r\nContent-Length: 2\r\n\r\nhi",
+                "INVITE",
+            ),
+            &caps(),
+        );
         assert_eq!(r.unwrap_err().status, 415);
-        assert!(check_request(&req("Content-Type: application/SDP; charset=x\r\nContent-Length: 2\r\n\r\nhi", "INVITE"), &caps()).is_ok());
-        assert_eq!(check_request(&req("Accept: text/plain\r\n", "INVITE"), &caps()).unwrap_err().status, 406);
-        assert!(check_request(&req("Accept: text/plain, application/sdp\r\n", "INVITE"), &caps()).is_ok());
+        assert!(
+            check_request(
+                &req(
+                    "Content-Type: application/SDP; charset=x\r\nContent-Length: 2\r\n\r\nhi",
+                    "INVITE"
+                ),
+                &caps()
+            )
+            .is_ok()
+        );
+        assert_eq!(
+            check_request(&req("Accept: text/plain\r\n", "INVITE"), &caps())
+                .unwrap_err()
+                .status,
+            406
+        );
+        assert!(
+            check_request(
+                &req("Accept: text/plain, application/sdp\r\n", "INVITE"),
+                &caps()
+            )
+            .is_ok()
+        );
     }
 
     #[test]

@@ -227,8 +227,12 @@ impl Headers {
 
     /// Every element of a list header across all its lines, split at top-level commas.
     pub fn list(&self, k: Known) -> impl Iterator<Item = SipStr> + '_ {
-        self.get_all(k)
-            .flat_map(|v| split_list(v).into_iter().map(|part| v.slice_ref(part)).collect::<Vec<_>>())
+        self.get_all(k).flat_map(|v| {
+            split_list(v)
+                .into_iter()
+                .map(|part| v.slice_ref(part))
+                .collect::<Vec<_>>()
+        })
     }
 
     pub fn count(&self, k: Known) -> usize {
@@ -341,7 +345,10 @@ mod tests {
         assert_eq!(Known::lookup("cAlL-iD"), Some(Known::CallId));
         assert_eq!(Known::lookup("i"), Some(Known::CallId));
         assert_eq!(Known::lookup("l"), Some(Known::ContentLength));
-        assert_eq!(Known::lookup("WWW-Authenticate"), Some(Known::WwwAuthenticate));
+        assert_eq!(
+            Known::lookup("WWW-Authenticate"),
+            Some(Known::WwwAuthenticate)
+        );
         assert_eq!(Known::lookup("X-Custom"), None);
         assert_eq!(Known::lookup("a-very-long-header-name-beyond-buffer"), None);
     }
@@ -369,6 +376,9 @@ mod tests {
         );
         h.set(Known::Via, "SIP/2.0/TCP d");
         assert_eq!(h.count(Known::Via), 1);
-        assert_eq!(h.iter().next().map(|h| h.value.as_str()), Some("SIP/2.0/TCP d"));
+        assert_eq!(
+            h.iter().next().map(|h| h.value.as_str()),
+            Some("SIP/2.0/TCP d")
+        );
     }
 }

@@ -46,12 +46,21 @@ impl CSeq {
         let mut parts = src.split([' ', '\t']).filter(|p| !p.is_empty());
         let num = parts.next().ok_or(err)?;
         let method = parts.next().ok_or(err)?;
-        if parts.next().is_some() || !num.bytes().all(|b| b.is_ascii_digit()) || !super::params::is_token(method) {
+        if parts.next().is_some()
+            || !num.bytes().all(|b| b.is_ascii_digit())
+            || !super::params::is_token(method)
+        {
             return Err(err);
         }
         // Leading zeros are allowed; the value must fit 32 bits (RFC 3261 §8.1.1.5).
         let seq = num.trim_start_matches('0');
-        let seq = if seq.is_empty() { 0 } else if seq.len() > 10 { return Err(err) } else { seq.parse::<u64>().map_err(|_| err)? };
+        let seq = if seq.is_empty() {
+            0
+        } else if seq.len() > 10 {
+            return Err(err);
+        } else {
+            seq.parse::<u64>().map_err(|_| err)?
+        };
         let seq = u32::try_from(seq).map_err(|_| err)?;
         Ok(CSeq {
             seq,
@@ -68,27 +77,44 @@ macro_rules! common_accessors {
         }
 
         pub fn cseq(&self) -> Result<CSeq, SyntaxError> {
-            CSeq::parse(self.headers.get(Known::CSeq).ok_or(SyntaxError("missing CSeq"))?)
+            CSeq::parse(
+                self.headers
+                    .get(Known::CSeq)
+                    .ok_or(SyntaxError("missing CSeq"))?,
+            )
         }
 
         pub fn from(&self) -> Result<NameAddr, SyntaxError> {
-            let v = self.headers.get(Known::From).ok_or(SyntaxError("missing From"))?;
+            let v = self
+                .headers
+                .get(Known::From)
+                .ok_or(SyntaxError("missing From"))?;
             NameAddr::parse(v, v)
         }
 
         pub fn to(&self) -> Result<NameAddr, SyntaxError> {
-            let v = self.headers.get(Known::To).ok_or(SyntaxError("missing To"))?;
+            let v = self
+                .headers
+                .get(Known::To)
+                .ok_or(SyntaxError("missing To"))?;
             NameAddr::parse(v, v)
         }
 
         /// The first Via value.
         pub fn top_via(&self) -> Result<Via, SyntaxError> {
-            let v = self.headers.list(Known::Via).next().ok_or(SyntaxError("missing Via"))?;
+            let v = self
+                .headers
+                .list(Known::Via)
+                .next()
+                .ok_or(SyntaxError("missing Via"))?;
             Via::parse(&v, &v)
         }
 
         pub fn vias(&self) -> Result<Vec<Via>, SyntaxError> {
-            self.headers.list(Known::Via).map(|v| Via::parse(&v, &v)).collect()
+            self.headers
+                .list(Known::Via)
+                .map(|v| Via::parse(&v, &v))
+                .collect()
         }
 
         pub fn contacts(&self) -> Result<Option<Contacts>, SyntaxError> {
@@ -97,9 +123,17 @@ macro_rules! common_accessors {
                 return Ok(None);
             }
             if values.iter().any(|v| v.as_str() == "*") {
-                return if values.len() == 1 { Ok(Some(Contacts::Star)) } else { Err(SyntaxError("'*' mixed with other contacts")) };
+                return if values.len() == 1 {
+                    Ok(Some(Contacts::Star))
+                } else {
+                    Err(SyntaxError("'*' mixed with other contacts"))
+                };
             }
-            values.iter().map(|v| NameAddr::parse(v, v)).collect::<Result<Vec<_>, _>>().map(|l| Some(Contacts::List(l)))
+            values
+                .iter()
+                .map(|v| NameAddr::parse(v, v))
+                .collect::<Result<Vec<_>, _>>()
+                .map(|l| Some(Contacts::List(l)))
         }
 
         /// A header holding a plain unsigned number (Expires, Min-Expires, ...).
@@ -109,7 +143,10 @@ macro_rules! common_accessors {
                 if v.is_empty() || v.len() > 10 || !v.bytes().all(|b| b.is_ascii_digit()) {
                     return Err(SyntaxError("bad number"));
                 }
-                v.parse::<u64>().ok().and_then(|n| u32::try_from(n).ok()).ok_or(SyntaxError("number too large"))
+                v.parse::<u64>()
+                    .ok()
+                    .and_then(|n| u32::try_from(n).ok())
+                    .ok_or(SyntaxError("number too large"))
             })
         }
 
@@ -167,7 +204,14 @@ impl Response {
         for h in req.headers.iter() {
             if matches!(
                 h.name.known(),
-                Some(Known::Via | Known::From | Known::To | Known::CallId | Known::CSeq | Known::Timestamp)
+                Some(
+                    Known::Via
+                        | Known::From
+                        | Known::To
+                        | Known::CallId
+                        | Known::CSeq
+                        | Known::Timestamp
+                )
             ) {
                 r.headers.push(h.name.clone(), h.value.clone());
             }
@@ -179,11 +223,11 @@ impl Response {
 
     /// Adds `;tag=` to the To header unless it has one (UAS side of a dialog).
     pub fn set_to_tag(&mut self, tag: &str) {
-        if let Ok(mut to) = self.to() {
-            if to.tag().is_none() {
-                to.set_tag(tag);
-                self.headers.set(Known::To, to.to_string());
-            }
+        if let Ok(mut to) = self.to()
+            && to.tag().is_none()
+        {
+            to.set_tag(tag);
+            self.headers.set(Known::To, to.to_string());
         }
     }
 
@@ -295,13 +339,17 @@ mod tests {
         assert!(CSeq::parse(&"36893488147419103232 INVITE".into()).is_err());
         assert!(CSeq::parse(&"1".into()).is_err());
         assert!(CSeq::parse(&"1 INVITE x".into()).is_err());
-        assert_eq!(CSeq::parse(&"1 NEWMETHOD".into()).unwrap().method.as_str(), "NEWMETHOD");
+        assert_eq!(
+            CSeq::parse(&"1 NEWMETHOD".into()).unwrap().method.as_str(),
+            "NEWMETHOD"
+        );
     }
 
     #[test]
     fn response_copies_dialog_headers_and_writes_length() {
         let mut req = Request::new(Method::Options, Uri::parse_str("sip:a@b").unwrap());
-        req.headers.push(Known::Via, "SIP/2.0/UDP h;branch=z9hG4bK1");
+        req.headers
+            .push(Known::Via, "SIP/2.0/UDP h;branch=z9hG4bK1");
         req.headers.push(Known::From, "<sip:x@y>;tag=1");
         req.headers.push(Known::To, "<sip:a@b>");
         req.headers.push(Known::CallId, "c1");

@@ -1,7 +1,10 @@
 //! name-addr / addr-spec with header parameters: From, To, Contact, Route, ...
 //! (RFC 3261 §20.10, §25.1).
 
-use super::params::{ParamSyntax, Params, SyntaxError, is_lws, is_quoted_string, is_token, parse_params, quote, unquote};
+use super::params::{
+    ParamSyntax, Params, SyntaxError, is_lws, is_quoted_string, is_token, parse_params, quote,
+    unquote,
+};
 use super::text::SipStr;
 use super::uri::Uri;
 use std::fmt;
@@ -33,7 +36,12 @@ impl NameAddr {
                 let display = text[..lt].trim_matches(is_lws);
                 let display = if display.is_empty() {
                     None
-                } else if is_quoted_string(display) || display.split([' ', '\t']).filter(|t| !t.is_empty()).all(is_token) {
+                } else if is_quoted_string(display)
+                    || display
+                        .split([' ', '\t'])
+                        .filter(|t| !t.is_empty())
+                        .all(is_token)
+                {
                     Some(src.slice_ref(display))
                 } else {
                     return Err(SyntaxError("bad display name"));
@@ -54,10 +62,16 @@ impl NameAddr {
         let params = if rest.is_empty() {
             Params::default()
         } else {
-            let p = rest.strip_prefix(';').ok_or(SyntaxError("junk after URI"))?;
+            let p = rest
+                .strip_prefix(';')
+                .ok_or(SyntaxError("junk after URI"))?;
             parse_params(src, p, ParamSyntax::Header)?
         };
-        Ok(NameAddr { display, uri, params })
+        Ok(NameAddr {
+            display,
+            uri,
+            params,
+        })
     }
 
     pub fn parse_str(text: &str) -> Result<NameAddr, SyntaxError> {
@@ -75,7 +89,13 @@ impl NameAddr {
 
     /// The display name with quotes and escapes removed.
     pub fn display_name(&self) -> Option<String> {
-        self.display.as_ref().map(|d| if d.starts_with('"') { unquote(d) } else { d.to_string() })
+        self.display.as_ref().map(|d| {
+            if d.starts_with('"') {
+                unquote(d)
+            } else {
+                d.to_string()
+            }
+        })
     }
 
     pub fn set_display_name(&mut self, name: Option<&str>) {
@@ -126,16 +146,24 @@ mod tests {
 
     #[test]
     fn forms() {
-        let a = NameAddr::parse_str(r#""J Rosenberg \\\""       <sip:jdrosen@example.com>  ;  tag = 98asjd8"#).unwrap();
+        let a = NameAddr::parse_str(
+            r#""J Rosenberg \\\""       <sip:jdrosen@example.com>  ;  tag = 98asjd8"#,
+        )
+        .unwrap();
         assert_eq!(a.display_name().as_deref(), Some(r#"J Rosenberg \""#));
         assert_eq!(a.tag(), Some("98asjd8"));
-        let a = NameAddr::parse_str("sip:vivekg@chair-dnrc.example.com ;   tag    = 1918181833n").unwrap();
+        let a = NameAddr::parse_str("sip:vivekg@chair-dnrc.example.com ;   tag    = 1918181833n")
+            .unwrap();
         assert_eq!(a.uri.to_string(), "sip:vivekg@chair-dnrc.example.com");
         assert_eq!(a.tag(), Some("1918181833n"));
-        let a = NameAddr::parse_str("Bob Smith <sip:bob@b.example;transport=tcp>;expires=60").unwrap();
+        let a =
+            NameAddr::parse_str("Bob Smith <sip:bob@b.example;transport=tcp>;expires=60").unwrap();
         assert_eq!(a.display_name().as_deref(), Some("Bob Smith"));
         assert_eq!(a.params.value("expires").map(|v| v.as_str()), Some("60"));
-        assert_eq!(a.to_string(), "Bob Smith <sip:bob@b.example;transport=tcp>;expires=60");
+        assert_eq!(
+            a.to_string(),
+            "Bob Smith <sip:bob@b.example;transport=tcp>;expires=60"
+        );
         let a = NameAddr::parse_str("caller<sip:caller@example.com>;tag=323").unwrap();
         assert_eq!(a.display_name().as_deref(), Some("caller"));
     }

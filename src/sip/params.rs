@@ -45,7 +45,11 @@ impl Params {
 
     /// Sets a parameter, replacing an existing one of the same name in place.
     pub fn set(&mut self, name: &str, value: Option<SipStr>) {
-        match self.0.iter_mut().find(|p| p.name.eq_ignore_ascii_case(name)) {
+        match self
+            .0
+            .iter_mut()
+            .find(|p| p.name.eq_ignore_ascii_case(name))
+        {
             Some(p) => p.value = value,
             None => self.0.push(Param {
                 name: SipStr::from(name),
@@ -95,19 +99,28 @@ pub fn parse_params(src: &SipStr, text: &str, syntax: ParamSyntax) -> Result<Par
         return Ok(Params(params));
     }
     for raw in split_params(text) {
-        let raw = if syntax == ParamSyntax::Header { raw.trim_matches(is_lws) } else { raw };
+        let raw = if syntax == ParamSyntax::Header {
+            raw.trim_matches(is_lws)
+        } else {
+            raw
+        };
         let (name, value) = match raw.find('=') {
             Some(eq) => {
                 let (n, v) = (&raw[..eq], &raw[eq + 1..]);
                 match syntax {
-                    ParamSyntax::Header => (n.trim_end_matches(is_lws), Some(v.trim_start_matches(is_lws))),
+                    ParamSyntax::Header => (
+                        n.trim_end_matches(is_lws),
+                        Some(v.trim_start_matches(is_lws)),
+                    ),
                     ParamSyntax::Uri => (n, Some(v)),
                 }
             }
             None => (raw, None),
         };
         let name_ok = match syntax {
-            ParamSyntax::Uri => !name.is_empty() && name.bytes().all(is_paramchar) && escapes_ok(name),
+            ParamSyntax::Uri => {
+                !name.is_empty() && name.bytes().all(is_paramchar) && escapes_ok(name)
+            }
             ParamSyntax::Header => is_token(name),
         };
         if !name_ok {
@@ -159,13 +172,21 @@ pub fn is_lws(c: char) -> bool {
 pub fn is_token(s: &str) -> bool {
     !s.is_empty()
         && s.bytes().all(|b| {
-            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~')
+            b.is_ascii_alphanumeric()
+                || matches!(
+                    b,
+                    b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~'
+                )
         })
 }
 
 /// RFC 3261 `unreserved`.
 pub fn is_unreserved(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'!' | b'~' | b'*' | b'\'' | b'(' | b')')
+    b.is_ascii_alphanumeric()
+        || matches!(
+            b,
+            b'-' | b'_' | b'.' | b'!' | b'~' | b'*' | b'\'' | b'(' | b')'
+        )
 }
 
 /// RFC 3261 `paramchar` (with `%` for escapes, checked by [`escapes_ok`]).
@@ -215,7 +236,10 @@ pub fn is_quoted_string(s: &str) -> bool {
 
 /// The contents of a quoted string with escapes removed.
 pub fn unquote(s: &str) -> String {
-    let inner = s.strip_prefix('"').and_then(|s| s.strip_suffix('"')).unwrap_or(s);
+    let inner = s
+        .strip_prefix('"')
+        .and_then(|s| s.strip_suffix('"'))
+        .unwrap_or(s);
     let mut out = String::with_capacity(inner.len());
     let mut chars = inner.chars();
     while let Some(c) = chars.next() {
@@ -246,8 +270,14 @@ pub fn quote(s: &str) -> String {
 
 /// An IPv6 address with or without brackets, as in `received=` (RFC 5118 §4.5).
 fn is_address_value(s: &str) -> bool {
-    let inner = s.strip_prefix('[').and_then(|s| s.strip_suffix(']')).unwrap_or(s);
-    inner.contains(':') && inner.bytes().all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
+    let inner = s
+        .strip_prefix('[')
+        .and_then(|s| s.strip_suffix(']'))
+        .unwrap_or(s);
+    inner.contains(':')
+        && inner
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
 }
 
 /// Decodes `%HH` escapes; the result may hold any byte, `%00` included.
@@ -256,12 +286,13 @@ pub fn unescape(s: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            if let (Some(h), Some(l)) = (hex_val(b[i + 1]), hex_val(b[i + 2])) {
-                out.push(h << 4 | l);
-                i += 3;
-                continue;
-            }
+        if b[i] == b'%'
+            && i + 2 < b.len()
+            && let (Some(h), Some(l)) = (hex_val(b[i + 1]), hex_val(b[i + 2]))
+        {
+            out.push(h << 4 | l);
+            i += 3;
+            continue;
         }
         out.push(b[i]);
         i += 1;
@@ -284,7 +315,10 @@ mod tests {
         assert_eq!(p.value("tag").map(|v| v.as_str()), Some("1"));
         assert_eq!(p.value("X").map(|v| v.as_str()), Some(r#""a;b""#));
         assert_eq!(p.get("lr"), Some(None));
-        assert_eq!(p.value("received").map(|v| v.as_str()), Some("[2001:db8::9:255]"));
+        assert_eq!(
+            p.value("received").map(|v| v.as_str()),
+            Some("[2001:db8::9:255]")
+        );
     }
 
     #[test]

@@ -40,8 +40,15 @@ impl ParseError {
 
 /// What the start line turned out to be.
 enum StartLine {
-    Request { method: Method, uri: Result<Uri, SyntaxError>, version_ok: bool },
-    Response { status: u16, reason: SipStr },
+    Request {
+        method: Method,
+        uri: Result<Uri, SyntaxError>,
+        version_ok: bool,
+    },
+    Response {
+        status: u16,
+        reason: SipStr,
+    },
 }
 
 /// Parses one datagram. Per RFC 3261 §18.3 octets beyond Content-Length are ignored,
@@ -56,19 +63,31 @@ pub fn parse_framed(buf: Bytes) -> Result<Message, ParseError> {
 }
 
 fn parse_message(buf: Bytes, stream: bool) -> Result<Message, ParseError> {
-    let skip = buf.iter().take_while(|&&b| b == b'\r' || b == b'\n').count();
+    let skip = buf
+        .iter()
+        .take_while(|&&b| b == b'\r' || b == b'\n')
+        .count();
     let buf = buf.slice(skip..);
     if buf.is_empty() {
         return Err(ParseError::Drop("empty message"));
     }
     let (head_len, body_start) = find_header_end(&buf);
-    let head = SipStr::from_utf8(buf.slice(..head_len)).map_err(|_| ParseError::Drop("headers are not UTF-8"))?;
+    let head = SipStr::from_utf8(buf.slice(..head_len))
+        .map_err(|_| ParseError::Drop("headers are not UTF-8"))?;
     let mut lines = Lines::new(&head);
     let first = lines.next_line().ok_or(ParseError::Drop("no start line"))?;
     let start = parse_start_line(&head, first);
     let is_request = !first.starts_with("SIP/");
     let fail = |status, reason, headers| -> ParseError {
-        if is_request { ParseError::Reject { status, reason, headers } } else { ParseError::Drop(reason) }
+        if is_request {
+            ParseError::Reject {
+                status,
+                reason,
+                headers,
+            }
+        } else {
+            ParseError::Drop(reason)
+        }
     };
     let mut headers = Headers::with_capacity(16);
     let mut header_error = None;
@@ -89,7 +108,9 @@ fn parse_message(buf: Bytes, stream: bool) -> Result<Message, ParseError> {
     }
     let available = buf.len() - body_start;
     let body_len = match content_length(&headers) {
-        Ok(Some(n)) if n > available => return Err(fail(400, "Content-Length larger than message", headers)),
+        Ok(Some(n)) if n > available => {
+            return Err(fail(400, "Content-Length larger than message", headers));
+        }
         Ok(Some(n)) => n,
         Ok(None) if stream => 0,
         Ok(None) => available,
@@ -97,12 +118,29 @@ fn parse_message(buf: Bytes, stream: bool) -> Result<Message, ParseError> {
     };
     let body = buf.slice(body_start..body_start + body_len);
     match start {
-        StartLine::Request { method, uri, version_ok } => {
+        StartLine::Request {
+            method,
+            uri,
+            version_ok,
+        } => {
             if !version_ok {
-                return Err(ParseError::Reject { status: 505, reason: "SIP version not supported", headers });
+                return Err(ParseError::Reject {
+                    status: 505,
+                    reason: "SIP version not supported",
+                    headers,
+                });
             }
-            let uri = uri.map_err(|e| ParseError::Reject { status: 400, reason: e.0, headers: headers.clone() })?;
-            let req = Request { method, uri, headers, body };
+            let uri = uri.map_err(|e| ParseError::Reject {
+                status: 400,
+                reason: e.0,
+                headers: headers.clone(),
+            })?;
+            let req = Request {
+                method,
+                uri,
+                headers,
+                body,
+            };
             validate_request(&req).map_err(|(status, reason)| ParseError::Reject {
                 status,
                 reason,
@@ -111,7 +149,12 @@ fn parse_message(buf: Bytes, stream: bool) -> Result<Message, ParseError> {
             Ok(Message::Request(req))
         }
         StartLine::Response { status, reason } => {
-            let resp = Response { status, reason, headers, body };
+            let resp = Response {
+                status,
+                reason,
+                headers,
+                body,
+            };
             validate_response(&resp).map_err(|e| ParseError::Drop(e.0))?;
             Ok(Message::Response(resp))
         }
@@ -181,12 +224,17 @@ fn parse_start_line(src: &SipStr, line: &str) -> Result<StartLine, SyntaxError> 
         if !(100..=699).contains(&status) {
             return Err(SyntaxError("bad status code"));
         }
-        return Ok(StartLine::Response { status, reason: src.slice_ref(reason) });
+        return Ok(StartLine::Response {
+            status,
+            reason: src.slice_ref(reason),
+        });
     }
     // Request-Line = Method SP Request-URI SP SIP-Version: exactly two single spaces.
     let err = SyntaxError("malformed request line");
     let mut parts = line.split(' ');
-    let (Some(method), Some(uri), Some(version), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+    let (Some(method), Some(uri), Some(version), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
         return Err(err);
     };
     if !is_token(method) {
@@ -206,12 +254,19 @@ fn parse_start_line(src: &SipStr, line: &str) -> Result<StartLine, SyntaxError> 
 
 fn is_version_number(v: &str) -> bool {
     v.split_once('.').is_some_and(|(a, b)| {
-        !a.is_empty() && !b.is_empty() && a.bytes().all(|c| c.is_ascii_digit()) && b.bytes().all(|c| c.is_ascii_digit())
+        !a.is_empty()
+            && !b.is_empty()
+            && a.bytes().all(|c| c.is_ascii_digit())
+            && b.bytes().all(|c| c.is_ascii_digit())
     })
 }
 
 /// One header, with its continuation lines folded into a single space each.
-fn parse_header_line(src: &SipStr, line: &str, lines: &mut Lines<'_>) -> Result<Header, SyntaxError> {
+fn parse_header_line(
+    src: &SipStr,
+    line: &str,
+    lines: &mut Lines<'_>,
+) -> Result<Header, SyntaxError> {
     let colon = memchr(b':', line.as_bytes());
     let mut folded: Option<String> = None;
     while lines.next_is_continuation() {
@@ -290,7 +345,11 @@ pub fn validate_request(req: &Request) -> Result<(), (u16, &'static str)> {
     if let Some(Err(_)) = req.number(Known::Expires) {
         // RFC 4475 §3.1.2.4 allows an overlarge Expires to be read as 3600; a
         // non-number is still malformed.
-        let v = req.headers.get(Known::Expires).map(|v| v.trim()).unwrap_or("");
+        let v = req
+            .headers
+            .get(Known::Expires)
+            .map(|v| v.trim())
+            .unwrap_or("");
         if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
             return Err((400, "bad Expires"));
         }
@@ -356,24 +415,41 @@ pub fn frame_stream(buf: &[u8]) -> Frame {
     if buf.starts_with(b"\r\n\r\n") {
         return Frame::Ping(4);
     }
-    let skip = buf.iter().take_while(|&&b| b == b'\r' || b == b'\n').count();
+    let skip = buf
+        .iter()
+        .take_while(|&&b| b == b'\r' || b == b'\n')
+        .count();
     if skip == buf.len() {
-        return if skip >= 2 && buf.ends_with(b"\r\n") { Frame::Skip(skip) } else { Frame::Incomplete };
+        return if skip >= 2 && buf.ends_with(b"\r\n") {
+            Frame::Skip(skip)
+        } else {
+            Frame::Incomplete
+        };
     }
     if skip > 0 {
         return Frame::Skip(skip);
     }
     let (head_len, body_start) = find_header_end(buf);
     if body_start == buf.len() && head_len == buf.len() {
-        return if buf.len() > MAX_MESSAGE_SIZE { Frame::Broken("message too large") } else { Frame::Incomplete };
+        return if buf.len() > MAX_MESSAGE_SIZE {
+            Frame::Broken("message too large")
+        } else {
+            Frame::Incomplete
+        };
     }
     let mut len: Option<usize> = None;
     for line in buf[..head_len].split(|&b| b == b'\n') {
-        let Some(colon) = memchr(b':', line) else { continue };
+        let Some(colon) = memchr(b':', line) else {
+            continue;
+        };
         let name = line[..colon].trim_ascii();
         if name.eq_ignore_ascii_case(b"content-length") || name.eq_ignore_ascii_case(b"l") {
             let v = line[colon + 1..].trim_ascii();
-            let Some(n) = std::str::from_utf8(v).ok().filter(|v| !v.is_empty() && v.len() < 10 && v.bytes().all(|b| b.is_ascii_digit())).and_then(|v| v.parse::<usize>().ok()) else {
+            let Some(n) = std::str::from_utf8(v)
+                .ok()
+                .filter(|v| !v.is_empty() && v.len() < 10 && v.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|v| v.parse::<usize>().ok())
+            else {
                 return Frame::Broken("bad Content-Length");
             };
             if len.is_some_and(|l| l != n) {
@@ -386,7 +462,11 @@ pub fn frame_stream(buf: &[u8]) -> Frame {
     if total > MAX_MESSAGE_SIZE {
         return Frame::Broken("message too large");
     }
-    if buf.len() < total { Frame::Incomplete } else { Frame::Message(total) }
+    if buf.len() < total {
+        Frame::Incomplete
+    } else {
+        Frame::Message(total)
+    }
 }
 
 #[cfg(test)]
@@ -412,9 +492,17 @@ mod tests {
 
     #[test]
     fn folding_and_bare_lf() {
-        let r = req("OPTIONS sip:a@b SIP/2.0\nVia: SIP/2.0/UDP h\n ;branch=z9hG4bK1\nFrom: <sip:x@y>;tag=1\nTo: <sip:a@b>\nCall-ID: c1\nCSeq: 1\n\tOPTIONS\nX-Custom:  two\r\n   lines  \n\n");
-        assert_eq!(r.headers.get(Known::CSeq).map(|v| v.as_str()), Some("1 OPTIONS"));
-        assert_eq!(r.headers.get_named("x-custom").next().map(|v| v.as_str()), Some("two lines"));
+        let r = req(
+            "OPTIONS sip:a@b SIP/2.0\nVia: SIP/2.0/UDP h\n ;branch=z9hG4bK1\nFrom: <sip:x@y>;tag=1\nTo: <sip:a@b>\nCall-ID: c1\nCSeq: 1\n\tOPTIONS\nX-Custom:  two\r\n   lines  \n\n",
+        );
+        assert_eq!(
+            r.headers.get(Known::CSeq).map(|v| v.as_str()),
+            Some("1 OPTIONS")
+        );
+        assert_eq!(
+            r.headers.get_named("x-custom").next().map(|v| v.as_str()),
+            Some("two lines")
+        );
         assert_eq!(r.top_via().unwrap().branch(), Some("z9hG4bK1"));
     }
 
@@ -433,16 +521,30 @@ mod tests {
 
     #[test]
     fn bad_version_and_malformed_start_lines() {
-        match parse_datagram(Bytes::from(OPTIONS.replace("SIP/2.0\r\nVia", "SIP/7.0\r\nVia"))) {
-            Err(ParseError::Reject { status: 505, headers, .. }) => assert!(headers.contains(Known::CallId)),
+        match parse_datagram(Bytes::from(
+            OPTIONS.replace("SIP/2.0\r\nVia", "SIP/7.0\r\nVia"),
+        )) {
+            Err(ParseError::Reject {
+                status: 505,
+                headers,
+                ..
+            }) => assert!(headers.contains(Known::CallId)),
             other => panic!("{other:?}"),
         }
-        match parse_datagram(Bytes::from(OPTIONS.replace("OPTIONS sip:a@b ", "OPTIONS  sip:a@b "))) {
+        match parse_datagram(Bytes::from(
+            OPTIONS.replace("OPTIONS sip:a@b ", "OPTIONS  sip:a@b "),
+        )) {
             Err(ParseError::Reject { status: 400, .. }) => {}
             other => panic!("{other:?}"),
         }
-        assert!(matches!(parse_datagram(Bytes::from_static(b"\x00\x01garbage")), Err(ParseError::Reject { .. } | ParseError::Drop(_))));
-        assert!(matches!(parse_datagram(Bytes::from_static(b"SIP/2.0 4294967301 Huge\r\n\r\n")), Err(ParseError::Drop(_))));
+        assert!(matches!(
+            parse_datagram(Bytes::from_static(b"\x00\x01garbage")),
+            Err(ParseError::Reject { .. } | ParseError::Drop(_))
+        ));
+        assert!(matches!(
+            parse_datagram(Bytes::from_static(b"SIP/2.0 4294967301 Huge\r\n\r\n")),
+            Err(ParseError::Drop(_))
+        ));
     }
 
     #[test]
@@ -450,7 +552,10 @@ mod tests {
         assert_eq!(frame_stream(b"\r\n\r\n"), Frame::Ping(4));
         assert_eq!(frame_stream(b"\r\nOPT"), Frame::Skip(2));
         assert_eq!(frame_stream(OPTIONS[..40].as_bytes()), Frame::Incomplete);
-        assert_eq!(frame_stream(OPTIONS.as_bytes()), Frame::Message(OPTIONS.len()));
+        assert_eq!(
+            frame_stream(OPTIONS.as_bytes()),
+            Frame::Message(OPTIONS.len())
+        );
         let two = format!("{OPTIONS}{OPTIONS}");
         assert_eq!(frame_stream(two.as_bytes()), Frame::Message(OPTIONS.len()));
         let body = OPTIONS.replace("Content-Length: 0", "l: 5") + "12";

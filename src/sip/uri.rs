@@ -1,7 +1,9 @@
 //! SIP, SIPS and tel URIs (RFC 3261 §19.1, RFC 3966), with IPv6 references (RFC 5118).
 //! Other absolute URIs are kept as written so a 416 can be answered.
 
-use super::params::{ParamSyntax, Params, SyntaxError, escapes_ok, is_unreserved, parse_params, unescape};
+use super::params::{
+    ParamSyntax, Params, SyntaxError, escapes_ok, is_unreserved, parse_params, unescape,
+};
 use super::text::SipStr;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -11,7 +13,10 @@ pub enum Uri {
     Sip(SipUri),
     Tel(TelUri),
     /// Any other scheme: `scheme:rest` as written.
-    Other { scheme: SipStr, rest: SipStr },
+    Other {
+        scheme: SipStr,
+        rest: SipStr,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -42,19 +47,25 @@ pub enum Host {
 impl Host {
     pub fn parse(s: &SipStr, text: &str) -> Result<Host, SyntaxError> {
         if let Some(inner) = text.strip_prefix('[') {
-            let inner = inner.strip_suffix(']').ok_or(SyntaxError("bad IPv6 reference"))?;
+            let inner = inner
+                .strip_suffix(']')
+                .ok_or(SyntaxError("bad IPv6 reference"))?;
             return parse_ipv6(inner).map(|a| Host::Ip(IpAddr::V6(a)));
         }
         if text.is_empty() {
             return Err(SyntaxError("empty host"));
         }
-        if text.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
-            if let Ok(a) = text.parse::<Ipv4Addr>() {
-                return Ok(Host::Ip(IpAddr::V4(a)));
-            }
+        if text.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+            && let Ok(a) = text.parse::<Ipv4Addr>()
+        {
+            return Ok(Host::Ip(IpAddr::V4(a)));
         }
         // hostname = *( domainlabel "." ) toplabel [ "." ]; `_` tolerated as phones use it.
-        if text.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_')) && !text.starts_with('.') {
+        if text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
+            && !text.starts_with('.')
+        {
             return Ok(Host::Name(s.slice_ref(text)));
         }
         Err(SyntaxError("bad host"))
@@ -99,10 +110,11 @@ fn parse_ipv6(text: &str) -> Result<Ipv6Addr, SyntaxError> {
     if let Ok(a) = text.parse::<Ipv6Addr>() {
         return Ok(a);
     }
-    if text.contains(":::") && !text.contains("::::") {
-        if let Ok(a) = text.replacen(":::", "::", 1).parse::<Ipv6Addr>() {
-            return Ok(a);
-        }
+    if text.contains(":::")
+        && !text.contains("::::")
+        && let Ok(a) = text.replacen(":::", "::", 1).parse::<Ipv6Addr>()
+    {
+        return Ok(a);
     }
     Err(SyntaxError("bad IPv6 address"))
 }
@@ -119,7 +131,9 @@ pub fn split_hostport(text: &str) -> Result<(&str, Option<u16>), SyntaxError> {
         }
     } else {
         match text.rfind(':') {
-            Some(i) if text[..i].contains(':') => return Err(SyntaxError("IPv6 address without brackets")),
+            Some(i) if text[..i].contains(':') => {
+                return Err(SyntaxError("IPv6 address without brackets"));
+            }
             Some(i) => (&text[..i], Some(&text[i + 1..])),
             None => (text, None),
         }
@@ -146,7 +160,9 @@ impl Uri {
         let rest = &text[colon + 1..];
         if scheme.is_empty()
             || !scheme.as_bytes()[0].is_ascii_alphabetic()
-            || !scheme.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
+            || !scheme
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
         {
             return Err(SyntaxError("bad URI scheme"));
         }
@@ -156,7 +172,11 @@ impl Uri {
             TelUri::parse_rest(src, rest).map(Uri::Tel)
         } else {
             // absoluteURI: only URI characters, never whitespace or angle brackets.
-            if rest.is_empty() || !rest.bytes().all(|b| b.is_ascii_graphic() && !matches!(b, b'<' | b'>' | b'"')) {
+            if rest.is_empty()
+                || !rest
+                    .bytes()
+                    .all(|b| b.is_ascii_graphic() && !matches!(b, b'<' | b'>' | b'"'))
+            {
                 return Err(SyntaxError("bad URI"));
             }
             Ok(Uri::Other {
@@ -202,9 +222,16 @@ impl Uri {
         match (self, other) {
             (Uri::Sip(a), Uri::Sip(b)) => a.equivalent(b),
             (Uri::Tel(a), Uri::Tel(b)) => a.number == b.number && a.params == b.params,
-            (Uri::Other { scheme: s1, rest: r1 }, Uri::Other { scheme: s2, rest: r2 }) => {
-                s1.eq_ignore_ascii_case(s2) && r1 == r2
-            }
+            (
+                Uri::Other {
+                    scheme: s1,
+                    rest: r1,
+                },
+                Uri::Other {
+                    scheme: s2,
+                    rest: r2,
+                },
+            ) => s1.eq_ignore_ascii_case(s2) && r1 == r2,
             _ => false,
         }
     }
@@ -237,10 +264,10 @@ impl SipUri {
                 if u.is_empty() || !u.bytes().all(is_user_char) || !escapes_ok(u) {
                     return Err(SyntaxError("bad URI user part"));
                 }
-                if let Some(p) = p {
-                    if !p.bytes().all(is_password_char) || !escapes_ok(p) {
-                        return Err(SyntaxError("bad URI password"));
-                    }
+                if let Some(p) = p
+                    && (!p.bytes().all(is_password_char) || !escapes_ok(p))
+                {
+                    return Err(SyntaxError("bad URI password"));
                 }
                 (Some(src.slice_ref(u)), p.map(|p| src.slice_ref(p)))
             }
@@ -264,7 +291,11 @@ impl SipUri {
         if let Some(h) = headers_text {
             for pair in h.split('&') {
                 let (n, v) = pair.split_once('=').ok_or(SyntaxError("bad URI header"))?;
-                let ok = |s: &str| s.bytes().all(|b| is_unreserved(b) || b"[]/?:+$%".contains(&b)) && escapes_ok(s);
+                let ok = |s: &str| {
+                    s.bytes()
+                        .all(|b| is_unreserved(b) || b"[]/?:+$%".contains(&b))
+                        && escapes_ok(s)
+                };
                 if n.is_empty() || !ok(n) || !ok(v) {
                     return Err(SyntaxError("bad URI header"));
                 }
@@ -297,24 +328,32 @@ impl SipUri {
     pub fn equivalent(&self, other: &SipUri) -> bool {
         if self.secure != other.secure
             || self.user_unescaped() != other.user_unescaped()
-            || self.password.as_ref().map(|p| unescape(p)) != other.password.as_ref().map(|p| unescape(p))
+            || self.password.as_ref().map(|p| unescape(p))
+                != other.password.as_ref().map(|p| unescape(p))
             || !self.host.same_as(&other.host)
             || self.port != other.port
         {
             return false;
         }
-        let norm = |v: Option<Option<&SipStr>>| v.map(|v| v.map(|s| unescape(&s.to_ascii_lowercase())));
+        let norm =
+            |v: Option<Option<&SipStr>>| v.map(|v| v.map(|s| unescape(&s.to_ascii_lowercase())));
         for p in self.params.iter().chain(other.params.iter()) {
             let name = p.name.to_ascii_lowercase();
             let (a, b) = (norm(self.params.get(&name)), norm(other.params.get(&name)));
-            let must_match = matches!(name.as_str(), "user" | "ttl" | "method" | "maddr" | "transport");
+            let must_match = matches!(
+                name.as_str(),
+                "user" | "ttl" | "method" | "maddr" | "transport"
+            );
             if (must_match || (a.is_some() && b.is_some())) && a != b {
                 return false;
             }
         }
         let hdrs = |u: &SipUri| {
-            let mut v: Vec<(String, Vec<u8>)> =
-                u.headers.iter().map(|(n, v)| (n.to_ascii_lowercase(), unescape(v))).collect();
+            let mut v: Vec<(String, Vec<u8>)> = u
+                .headers
+                .iter()
+                .map(|(n, v)| (n.to_ascii_lowercase(), unescape(v)))
+                .collect();
             v.sort();
             v
         };
@@ -351,7 +390,11 @@ impl TelUri {
             None => (rest, ""),
         };
         let ok = number.strip_prefix('+').unwrap_or(number);
-        if ok.is_empty() || !ok.bytes().all(|b| b.is_ascii_hexdigit() || b"*#-.()pPwW".contains(&b)) {
+        if ok.is_empty()
+            || !ok
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() || b"*#-.()pPwW".contains(&b))
+        {
             return Err(SyntaxError("bad tel URI"));
         }
         Ok(TelUri {
@@ -402,7 +445,10 @@ mod tests {
         assert_eq!(u.transport_param(), Some("tcp"));
         assert!(u.params.has("lr"));
         assert_eq!(u.headers.len(), 2);
-        assert_eq!(u.to_string(), "sips:alice:pw@Example.COM:5061;transport=tcp;lr?Subject=hi&Priority=urgent");
+        assert_eq!(
+            u.to_string(),
+            "sips:alice:pw@Example.COM:5061;transport=tcp;lr?Subject=hi&Priority=urgent"
+        );
     }
 
     #[test]
@@ -423,8 +469,13 @@ mod tests {
     fn escaped_and_unescaped_forms_are_equivalent() {
         let a = sip("sip:sips%3Auser%40example.com@example.net");
         assert_eq!(a.user_unescaped(), Some(b"sips:user@example.com".to_vec()));
-        assert!(sip("sip:%61lice@atlanta.com;transport=TCP").equivalent(&sip("sip:alice@AtLanTa.CoM;Transport=tcp")));
-        assert!(!sip("sip:alice@atlanta.com").equivalent(&sip("sip:alice@atlanta.com;transport=tcp")));
+        assert!(
+            sip("sip:%61lice@atlanta.com;transport=TCP")
+                .equivalent(&sip("sip:alice@AtLanTa.CoM;Transport=tcp"))
+        );
+        assert!(
+            !sip("sip:alice@atlanta.com").equivalent(&sip("sip:alice@atlanta.com;transport=tcp"))
+        );
         assert!(sip("sip:alice@atlanta.com;x=1").equivalent(&sip("sip:alice@atlanta.com")));
         assert!(!sip("sip:bob@biloxi.com").equivalent(&sip("sip:bob@biloxi.com:5060")));
     }
@@ -456,7 +507,16 @@ mod tests {
 
     #[test]
     fn rejects_malformed() {
-        for bad in ["sip:", "sip:user@", "sip:us er@host", "sip:host:99999", "sip:host;", "sip:@host", "<sip:a@b>", "sip:a@b;p=%zz"] {
+        for bad in [
+            "sip:",
+            "sip:user@",
+            "sip:us er@host",
+            "sip:host:99999",
+            "sip:host;",
+            "sip:@host",
+            "<sip:a@b>",
+            "sip:a@b;p=%zz",
+        ] {
             assert!(Uri::parse_str(bad).is_err(), "{bad} should fail");
         }
     }

@@ -63,7 +63,8 @@ impl Via {
     /// True when the branch carries the RFC 3261 magic cookie, so it alone identifies
     /// the transaction; otherwise RFC 2543 matching applies.
     pub fn has_rfc3261_branch(&self) -> bool {
-        self.branch().is_some_and(|b| b.len() > MAGIC_COOKIE.len() && b.starts_with(MAGIC_COOKIE))
+        self.branch()
+            .is_some_and(|b| b.len() > MAGIC_COOKIE.len() && b.starts_with(MAGIC_COOKIE))
     }
 
     pub fn received(&self) -> Option<&str> {
@@ -72,7 +73,9 @@ impl Via {
 
     /// `None` if absent, `Some(None)` for a bare `;rport` (a request asking for it).
     pub fn rport(&self) -> Option<Option<u16>> {
-        self.params.get("rport").map(|v| v.and_then(|p| p.parse().ok()))
+        self.params
+            .get("rport")
+            .map(|v| v.and_then(|p| p.parse().ok()))
     }
 
     /// The sent-by as a string, for transaction matching.
@@ -110,14 +113,18 @@ mod tests {
         assert_eq!(v.host.to_string(), "192.0.2.2");
         assert_eq!(v.branch(), Some("390skdjuw"));
         assert!(!v.has_rfc3261_branch());
-        let v = via("SIP  / 2.0  / TCP     spindle.example.com   ;  branch  =   z9hG4bK9ikj8").unwrap();
+        let v =
+            via("SIP  / 2.0  / TCP     spindle.example.com   ;  branch  =   z9hG4bK9ikj8").unwrap();
         assert_eq!(v.branch(), Some("z9hG4bK9ikj8"));
         assert!(v.has_rfc3261_branch());
     }
 
     #[test]
     fn rport_received_and_ipv6() {
-        let v = via("SIP/2.0/UDP [2001:db8::9:1]:5070;branch=z9hG4bKas3;received=[2001:db8::9:255];rport").unwrap();
+        let v = via(
+            "SIP/2.0/UDP [2001:db8::9:1]:5070;branch=z9hG4bKas3;received=[2001:db8::9:255];rport",
+        )
+        .unwrap();
         assert_eq!(v.port, Some(5070));
         assert_eq!(v.received(), Some("[2001:db8::9:255]"));
         assert_eq!(v.rport(), Some(None));
@@ -128,7 +135,14 @@ mod tests {
 
     #[test]
     fn rejects_malformed() {
-        for bad in ["SIP/2.0/UDP", "SIP/2.0 UDP host", "SIP/3.0/UDP host", "SIP/2.0/UDP 192.0.2.15;;", "SIP/2.0/UDP host;", "SIP/2.0/UDP ho st"] {
+        for bad in [
+            "SIP/2.0/UDP",
+            "SIP/2.0 UDP host",
+            "SIP/3.0/UDP host",
+            "SIP/2.0/UDP 192.0.2.15;;",
+            "SIP/2.0/UDP host;",
+            "SIP/2.0/UDP ho st",
+        ] {
             assert!(via(bad).is_err(), "{bad}");
         }
     }
