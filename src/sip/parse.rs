@@ -551,7 +551,7 @@ mod tests {
     fn stream_framing() {
         assert_eq!(frame_stream(b"\r\n\r\n"), Frame::Ping(4));
         assert_eq!(frame_stream(b"\r\nOPT"), Frame::Skip(2));
-        assert_eq!(frame_stream(OPTIONS[..40].as_bytes()), Frame::Incomplete);
+        assert_eq!(frame_stream(&OPTIONS.as_bytes()[..40]), Frame::Incomplete);
         assert_eq!(
             frame_stream(OPTIONS.as_bytes()),
             Frame::Message(OPTIONS.len())
