@@ -3,5 +3,8 @@
 //! The layers follow DESIGN.md: `sip` and `sdp` are pure protocol logic (no sockets,
 //! no clock reads); `transport` and the rest are thin tokio shells around them.
 
+pub mod admin;
+pub mod config;
+pub mod server;
 pub mod sip;
 pub mod store;
