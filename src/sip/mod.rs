@@ -10,6 +10,7 @@ pub mod name_addr;
 pub mod params;
 pub mod parse;
 pub mod text;
+pub mod transaction;
 pub mod uri;
 pub mod via;
 
