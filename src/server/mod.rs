@@ -1,8 +1,14 @@
 //! `switchboard run`: starts every part of the server and stops them on SIGINT/SIGTERM.
-//! For now only the admin API runs; the SIP transports join here.
 
+mod core;
+
+use crate::admin::Stats;
 use crate::admin::{self, AdminState};
-use crate::config::Config;
+use crate::config::{Config, Listen};
+use crate::sip::checks::Capabilities;
+use crate::sip::transaction::{TimerConfig, TransactionLayer};
+use crate::transport::{Dispatcher, Hub};
+use core::{CoreContext, Shard};
 use std::sync::Arc;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::watch;
@@ -33,7 +39,42 @@ pub async fn run(
     // Installed before anything reports ready, so an early SIGTERM still shuts down cleanly.
     let mut signals = ShutdownSignals::install()?;
     let (stop, stopped) = watch::channel(false);
-    let state = Arc::new(AdminState::new(&config, config.sip.listen.clone()));
+    let stats = Arc::new(Stats::default());
+    let shards = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let (dispatcher, queues) = Dispatcher::new(shards);
+    let (hub, listeners) = Hub::bind(
+        &config.sip.listen,
+        stats.clone(),
+        opts.sip_trace,
+        dispatcher,
+    )
+    .await?;
+    let mut bound = Vec::new();
+    for l in &listeners {
+        let (transport, addr) = l.local_addr()?;
+        tracing::info!(transport = transport.as_str(), %addr, "SIP listening");
+        bound.push(Listen { transport, addr });
+    }
+    let ctx = Arc::new(CoreContext {
+        hub: hub.clone(),
+        caps: Capabilities::pbx(),
+        user_agent: config.sip.user_agent.clone(),
+    });
+    let timers = TimerConfig {
+        t1: config.sip.t1,
+        t2: config.sip.t2,
+        t4: config.sip.t4,
+    };
+    let mut shard_tasks = Vec::new();
+    for (i, queue) in queues.into_iter().enumerate() {
+        let shard = Shard::new(i, ctx.clone(), TransactionLayer::new(timers));
+        shard_tasks.push(tokio::spawn(shard.run(queue, stopped.clone())));
+    }
+    hub.start(listeners, stopped.clone());
+
+    let mut state = AdminState::new(&config, bound);
+    state.stats = stats;
+    let state = Arc::new(state);
     let admin = admin::serve(
         config.admin.listen,
         admin::router(state),
@@ -46,6 +87,9 @@ pub async fn run(
     // Nobody listening only means every part has already stopped.
     let _ = stop.send(true);
     admin.finished().await?;
+    for t in shard_tasks {
+        let _ = t.await;
+    }
     tracing::info!("stopped");
     Ok(())
 }
