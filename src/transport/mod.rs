@@ -61,14 +61,12 @@ impl Dispatcher {
     /// `sb<shard>-`, which pins them to the shard of the call they belong to.
     pub fn shard_of(&self, call_id: &str) -> usize {
         let n = self.shards.len();
-        if let Some(rest) = call_id.strip_prefix("sb") {
-            if let Some((idx, _)) = rest.split_once('-') {
-                if let Ok(i) = idx.parse::<usize>() {
-                    if i < n {
-                        return i;
-                    }
-                }
-            }
+        if let Some(rest) = call_id.strip_prefix("sb")
+            && let Some((idx, _)) = rest.split_once('-')
+            && let Ok(i) = idx.parse::<usize>()
+            && i < n
+        {
+            return i;
         }
         // FNV-1a: cheap, and stable across runs.
         let mut h: u64 = 0xcbf2_9ce4_8422_2325;
@@ -227,10 +225,10 @@ impl Hub {
 
     fn unregister_stream(&self, id: u64) {
         let mut table = self.streams.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(s) = table.by_id.remove(&id) {
-            if table.by_remote.get(&(s.kind, s.remote)) == Some(&id) {
-                table.by_remote.remove(&(s.kind, s.remote));
-            }
+        if let Some(s) = table.by_id.remove(&id)
+            && table.by_remote.get(&(s.kind, s.remote)) == Some(&id)
+        {
+            table.by_remote.remove(&(s.kind, s.remote));
         }
     }
 

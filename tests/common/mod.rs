@@ -1,0 +1,164 @@
+//! Starts the real `switchboard` binary on loopback ports with a temporary config and
+//! data directory, for tests that talk to it over sockets.
+
+#![allow(dead_code)] // each test binary uses a different part of this module
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct Server {
+    pub child: Child,
+    pub sip: SocketAddr,
+    pub admin: SocketAddr,
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+}
+
+/// A port free on both UDP and TCP at the time of asking.
+pub fn free_port() -> u16 {
+    loop {
+        let tcp = TcpListener::bind("127.0.0.1:0").expect("bind tcp");
+        let port = tcp.local_addr().expect("addr").port();
+        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+impl Server {
+    /// Starts with `[sip] listen` on UDP and TCP at 127.0.0.1 (and ::1 when `ipv6`),
+    /// plus `extra` TOML appended. Waits until the log says the admin API listens.
+    pub fn start(extra: &str) -> Server {
+        Self::start_with(extra, false)
+    }
+
+    /// Like [`Server::start`], with `sip_keys` added to the `[sip]` table.
+    pub fn start_sip(sip_keys: &str) -> Server {
+        Self::launch(sip_keys, "", false)
+    }
+
+    pub fn start_with(extra: &str, ipv6: bool) -> Server {
+        Self::launch("", extra, ipv6)
+    }
+
+    fn launch(sip_keys: &str, extra: &str, ipv6: bool) -> Server {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let admin_port = free_port();
+        let mut listen = format!("\"udp:127.0.0.1:{port}\", \"tcp:127.0.0.1:{port}\"");
+        if ipv6 {
+            listen.push_str(&format!(", \"udp:[::1]:{port}\", \"tcp:[::1]:{port}\""));
+        }
+        let config = dir.path().join("switchboard.toml");
+        let text = format!(
+            "[sip]\nlisten = [{listen}]\n{sip_keys}[admin]\nlisten = \"127.0.0.1:{admin_port}\"\n[storage]\ndir = \"{data}\"\n[dialplan]\ndir = \"{dialplans}\"\n{extra}\n",
+            data = dir.path().join("data").display(),
+            dialplans = concat!(env!("CARGO_MANIFEST_DIR"), "/dialplans"),
+        );
+        std::fs::write(&config, text).expect("write config");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+            .args(["run", "--config"])
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start switchboard");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut ready_sent = false;
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if std::env::var_os("SB_TEST_LOG").is_some() {
+                    eprintln!("[switchboard] {line}");
+                }
+                if !ready_sent && line.contains("admin API listening") {
+                    ready_sent = true;
+                    let _ = tx.send(());
+                }
+            }
+        });
+        rx.recv_timeout(Duration::from_secs(30))
+            .expect("switchboard did not start");
+        Server {
+            child,
+            sip: SocketAddr::from(([127, 0, 0, 1], port)),
+            admin: SocketAddr::from(([127, 0, 0, 1], admin_port)),
+            dir,
+            config,
+        }
+    }
+
+    /// True while the process runs.
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Sends one datagram from a fresh socket and returns the first answer, if one comes
+/// within `wait`.
+pub fn udp_exchange(to: SocketAddr, bytes: &[u8], wait: Duration) -> Option<Vec<u8>> {
+    let bind = if to.is_ipv6() {
+        "[::1]:0"
+    } else {
+        "127.0.0.1:0"
+    };
+    let sock = UdpSocket::bind(bind).expect("bind");
+    sock.set_read_timeout(Some(wait)).expect("timeout");
+    sock.send_to(bytes, to).expect("send");
+    let mut buf = vec![0u8; 65536];
+    match sock.recv_from(&mut buf) {
+        Ok((n, _)) => Some(buf[..n].to_vec()),
+        Err(_) => None,
+    }
+}
+
+/// The status code of a response's first line.
+pub fn status_of(resp: &[u8]) -> Option<u16> {
+    let text = std::str::from_utf8(resp).ok()?;
+    text.strip_prefix("SIP/2.0 ")?.get(..3)?.parse().ok()
+}
+
+/// An OPTIONS request with a fresh branch and Call-ID.
+pub fn options(to: SocketAddr, transport: &str, n: u32) -> Vec<u8> {
+    format!(
+        "OPTIONS sip:ping@{to} SIP/2.0\r\nVia: SIP/2.0/{transport} 127.0.0.1:9;branch=z9hG4bKping{n}\r\nMax-Forwards: 70\r\nFrom: <sip:tester@127.0.0.1>;tag=t{n}\r\nTo: <sip:ping@{to}>\r\nCall-ID: ping-{n}@test\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+/// Fails loudly when an interop tool is missing: tests never skip silently.
+pub fn require_tool(bin: &str, package: &str) -> PathBuf {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {bin}"))
+        .output()
+        .expect("sh");
+    let path = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(
+        out.status.success() && !path.is_empty(),
+        "`{bin}` is required for this test: apt-get install {package} (.ci/run installs it)"
+    );
+    PathBuf::from(path)
+}
+
+/// Waits until `f` is true or `limit` passes; returns the last value of `f`.
+pub fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + limit;
+    while Instant::now() < end {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    f()
+}
