@@ -5,6 +5,7 @@
 
 pub mod admin;
 pub mod config;
+pub mod registrar;
 pub mod server;
 pub mod sip;
 pub mod store;
