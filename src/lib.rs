@@ -4,7 +4,9 @@
 //! no clock reads); `transport` and the rest are thin tokio shells around them.
 
 pub mod admin;
+pub mod b2bua;
 pub mod config;
+pub mod dialplan;
 pub mod registrar;
 pub mod server;
 pub mod sip;

@@ -104,9 +104,9 @@ impl B2bua {
 
     /// Sends one B-leg INVITE; false when it could not be sent.
     fn send_branch(&mut self, txl: &mut TransactionLayer, id: u64, target: &DialTarget, contact: Uri, peer: Peer, now: Instant) -> bool {
-        let our_ip = self.our_ip_for(peer.addr.ip());
-        let sent_by = self.sent_by(peer.transport, our_ip);
-        let our_contact = self.contact(peer.transport, our_ip);
+        let our_ip = self.media_ip_for(&peer);
+        let sent_by = self.sent_by(&peer);
+        let our_contact = self.contact(&peer);
         let shard = self.shard;
         let Some(call) = self.calls.get_mut(&id) else { return false };
         if call.media.b_ports.is_none() && call.media.relay.is_none() {
@@ -299,7 +299,8 @@ impl B2bua {
             }
         }
         tracing::info!(target = %target, "answered; bridging");
-        let our_ip = self.our_ip_for(peer.addr.ip());
+        let our_ip = self.media_ip_for(&peer);
+        let Some(call) = self.calls.get_mut(&id) else { return };
         call.b = Some(BLeg { dialog, peer, target: target.clone(), ack, our_ip, origin: OriginState::new(rand::random::<u32>() as u64) });
         call.answered_by = Some(target);
         if let Some(dial) = call.dial.take() {

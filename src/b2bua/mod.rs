@@ -45,8 +45,8 @@ pub struct B2buaContext {
     pub route: RouteStarter,
     /// `[media] public_address`: written into SDP instead of the local address.
     pub public_address: Option<IpAddr>,
-    /// The port of our listener per transport, for Via and Contact.
-    pub listen_ports: Vec<(TransportKind, u16)>,
+    /// Our listeners, for Via and Contact addresses.
+    pub hub: Arc<crate::transport::Hub>,
     pub user_agent: String,
     pub t1: Duration,
     pub t2: Duration,
@@ -142,35 +142,21 @@ impl B2bua {
         self.calls.is_empty()
     }
 
-    /// Our address as a peer at `ip` reaches it: the configured public address, the
-    /// loopback address for loopback peers, else the source address the kernel picks
-    /// for a route to the peer.
-    fn our_ip_for(&self, ip: IpAddr) -> IpAddr {
-        if let Some(a) = self.ctx.public_address {
-            return a;
-        }
-        if ip.is_loopback() {
-            return ip;
-        }
-        let bind: SocketAddr = if ip.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" }.parse().unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
-        std::net::UdpSocket::bind(bind)
-            .and_then(|s| {
-                s.connect((ip, 9))?;
-                s.local_addr()
-            })
-            .map(|a| a.ip())
-            .unwrap_or(ip)
+    /// The address written into SDP for a leg whose phone is at `peer`: the configured
+    /// public address, else the one the phone reaches our SIP listener on.
+    fn media_ip_for(&self, peer: &Peer) -> IpAddr {
+        self.ctx.public_address.unwrap_or_else(|| self.ctx.hub.local_addr_for(peer).ip())
     }
 
-    fn sent_by(&self, transport: TransportKind, our_ip: IpAddr) -> SentBy {
-        let port = self.ctx.listen_ports.iter().find(|(t, _)| *t == transport).map(|(_, p)| *p);
-        SentBy { transport, host: Host::Ip(our_ip), port }
+    fn sent_by(&self, peer: &Peer) -> SentBy {
+        let local = self.ctx.hub.local_addr_for(peer);
+        SentBy { transport: peer.transport, host: Host::Ip(local.ip()), port: Some(local.port()) }
     }
 
-    fn contact(&self, transport: TransportKind, our_ip: IpAddr) -> Uri {
-        let sent_by = self.sent_by(transport, our_ip);
+    fn contact(&self, peer: &Peer) -> Uri {
+        let sent_by = self.sent_by(peer);
         let mut uri = SipUri::new(Some("switchboard"), sent_by.host, sent_by.port);
-        if transport == TransportKind::Tcp {
+        if peer.transport == TransportKind::Tcp {
             uri.params.set("transport", Some(SipStr::from_static("tcp")));
         }
         Uri::Sip(uri)
@@ -213,10 +199,10 @@ impl B2bua {
                 return reject(txl, 503, "Service Unavailable (no media ports)");
             }
         };
-        let our_ip = self.our_ip_for(source.addr.ip());
+        let our_ip = self.media_ip_for(&source);
         let local_tag = new_tag();
-        let contact = self.contact(source.transport, our_ip);
-        let dialog = match Dialog::from_invite_uas(&req, &local_tag, contact, self.sent_by(source.transport, our_ip)) {
+        let contact = self.contact(&source);
+        let dialog = match Dialog::from_invite_uas(&req, &local_tag, contact, self.sent_by(&source)) {
             Ok(d) => d,
             Err(e) => return reject(txl, 400, &format!("Bad Request ({e})")),
         };
