@@ -3,4 +3,5 @@
 //! The layers follow DESIGN.md: `sip` and `sdp` are pure protocol logic (no sockets,
 //! no clock reads); `transport` and the rest are thin tokio shells around them.
 
+pub mod sdp;
 pub mod sip;
