@@ -3,5 +3,6 @@
 //! The layers follow DESIGN.md: `sip` and `sdp` are pure protocol logic (no sockets,
 //! no clock reads); `transport` and the rest are thin tokio shells around them.
 
+pub mod media;
 pub mod sdp;
 pub mod sip;
