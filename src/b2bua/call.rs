@@ -49,7 +49,6 @@ pub struct Branch {
 pub struct BLeg {
     pub dialog: Dialog,
     pub peer: Peer,
-    pub target: DialTarget,
     /// The ACK of its 2xx, resent for each retransmission of that 2xx.
     pub ack: Request,
     pub our_ip: IpAddr,

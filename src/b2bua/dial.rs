@@ -3,7 +3,7 @@
 //! 2xx bridged and the other branches cancelled.
 
 use super::call::{BLeg, Branch, DialState};
-use super::{B2bua, CallTimer, relayable_codecs};
+use super::{B2bua, CallTimer};
 use crate::dialplan::call::{DialRequest, DialResult, DialStatus, DialTarget, Strategy};
 use crate::media::Side;
 use crate::sdp::{OriginState, Sdp};
@@ -301,7 +301,7 @@ impl B2bua {
         tracing::info!(target = %target, "answered; bridging");
         let our_ip = self.media_ip_for(&peer);
         let Some(call) = self.calls.get_mut(&id) else { return };
-        call.b = Some(BLeg { dialog, peer, target: target.clone(), ack, our_ip, origin: OriginState::new(rand::random::<u32>() as u64) });
+        call.b = Some(BLeg { dialog, peer, ack, our_ip, origin: OriginState::new(rand::random::<u32>() as u64) });
         call.answered_by = Some(target);
         if let Some(dial) = call.dial.take() {
             call.bridged_reply = dial.reply;
@@ -340,6 +340,7 @@ fn uri_destination(text: &str) -> Option<(Uri, Peer)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::b2bua::relayable_codecs;
 
     #[test]
     fn failure_codes_map_to_dial_statuses() {

@@ -189,7 +189,7 @@ impl B2bua {
         let Some(audio) = offer.media.iter().find(|m| m.is_rtp() && !m.is_rejected()) else {
             return reject(txl, 488, "Not Acceptable Here (no RTP stream)");
         };
-        if crate::sdp::negotiate(audio, &relayable_codecs()).iter().all(|f| f.codec.as_ref().is_none_or(|c| c.is_telephone_event())) {
+        if crate::sdp::negotiate(audio, &relayable_codecs()).is_empty() {
             return reject(txl, 488, "Not Acceptable Here (no common codec)");
         }
         let a_ports = match self.ctx.ports.allocate() {
@@ -200,7 +200,7 @@ impl B2bua {
             }
         };
         let our_ip = self.media_ip_for(&source);
-        let local_tag = new_tag();
+        let local_tag = crate::sip::checks::stateless_tag(&req.headers);
         let contact = self.contact(&source);
         let dialog = match Dialog::from_invite_uas(&req, &local_tag, contact, self.sent_by(&source)) {
             Ok(d) => d,
@@ -385,7 +385,12 @@ impl B2bua {
             return;
         }
         let on_hold = [&call.a.offer].iter().any(|s| s.direction(0).is_some_and(|d| !d.sends() || !d.receives()));
-        if !on_hold && let Some(side) = relay.media_timeout(now, self.ctx.media_timeout) {
+        // A leg that never sent RTP (a test tool, a phone that only listens) is not
+        // timed out; one that sent and stopped is.
+        if !on_hold
+            && let Some(side) = relay.media_timeout(now, self.ctx.media_timeout)
+            && relay.stats(side).rtp_packets > 0
+        {
             call.span.in_scope(|| tracing::warn!(?side, "no RTP; ending the call"));
             self.end_call(txl, id, Disposition::Answered, HangupBy::System, "media timeout");
             return;
@@ -608,7 +613,7 @@ impl B2bua {
                         dialog: dialog_state(&c.a.dialog),
                         our_rtp_port: c.media.a_port,
                         remote_media: a_media,
-                        packets_in: relay.map(|r| r.stats(Side::A).packets),
+                        packets_in: relay.map(|r| r.stats(Side::A).rtp_packets),
                     },
                     b_leg: c.b.as_ref().map(|b| LegSummary {
                         call_id: b.dialog.id().call_id.to_string(),
@@ -616,7 +621,7 @@ impl B2bua {
                         dialog: dialog_state(&b.dialog),
                         our_rtp_port: c.media.b_port,
                         remote_media: None,
-                        packets_in: relay.map(|r| r.stats(Side::B).packets),
+                        packets_in: relay.map(|r| r.stats(Side::B).rtp_packets),
                     }),
                     ringing: c.branches.iter().filter(|b| b.done.is_none()).map(|b| b.target.to_string()).collect(),
                 }

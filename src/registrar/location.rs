@@ -14,11 +14,26 @@ pub(super) struct Entry {
     pub binding: Binding,
     /// `binding.contact` parsed: the Request-URI of requests to this contact.
     pub uri: Uri,
-    /// Where requests to this contact go: the address, transport and connection the
-    /// REGISTER came from, never the Contact's own host. Behind NAT that is the only
-    /// address that reaches the phone, and nobody can point us at a third party.
+    /// Where requests to this contact go; see [`delivery_peer`].
     pub peer: Peer,
     qualify: Qualify,
+}
+
+/// Where requests for a registered contact go. Over a stream, back on the REGISTER's
+/// connection. Over UDP, to the REGISTER's source address, unless the Contact names
+/// the very IP the REGISTER came from: then no NAT rewrote anything, and the Contact's
+/// port is where the phone listens (phones and test tools may send from another port).
+/// A Contact on any other IP is never used, so behind NAT the reachable address wins
+/// and nobody can point us at a third party.
+pub(super) fn delivery_peer(contact: &Uri, transport: TransportKind, source: std::net::SocketAddr, conn: Option<u64>) -> Peer {
+    let mut peer = Peer { transport, addr: source, conn };
+    if transport == TransportKind::Udp
+        && let Some(sip) = contact.as_sip()
+        && sip.host.ip().map(|ip| ip.to_canonical()) == Some(source.ip().to_canonical())
+    {
+        peer.addr.set_port(sip.port.unwrap_or(5060));
+    }
+    peer
 }
 
 /// Reachability from OPTIONS pings (UDP contacts only).
@@ -38,11 +53,7 @@ impl Entry {
     fn new(binding: Binding, next_ping_at: u64, floor: u64) -> Option<Entry> {
         let uri = Uri::parse_str(&binding.contact).ok()?;
         let transport = transport_kind(&binding.transport)?;
-        let peer = Peer {
-            transport,
-            addr: binding.source,
-            conn: binding.connection_id,
-        };
+        let peer = delivery_peer(&uri, transport, binding.source, binding.connection_id);
         Some(Entry {
             binding,
             uri,
@@ -244,4 +255,33 @@ fn transport_kind(name: &str) -> Option<TransportKind> {
     ]
     .into_iter()
     .find(|&k| transport_name(k) == name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer(contact: &str, transport: TransportKind, source: &str) -> Peer {
+        delivery_peer(&Uri::parse_str(contact).unwrap(), transport, source.parse().unwrap(), Some(3))
+    }
+
+    #[test]
+    fn natted_contacts_are_reached_at_the_source() {
+        let p = peer("sip:1001@192.168.1.20:5060", TransportKind::Udp, "203.0.113.9:40111");
+        assert_eq!(p.addr, "203.0.113.9:40111".parse().unwrap());
+    }
+
+    #[test]
+    fn a_contact_on_the_source_ip_keeps_its_port() {
+        let p = peer("sip:1001@127.0.0.1:5070", TransportKind::Udp, "127.0.0.1:40111");
+        assert_eq!(p.addr, "127.0.0.1:5070".parse().unwrap());
+        let p = peer("sip:1001@127.0.0.1", TransportKind::Udp, "127.0.0.1:40111");
+        assert_eq!(p.addr.port(), 5060);
+    }
+
+    #[test]
+    fn streams_go_back_on_their_connection() {
+        let p = peer("sip:1001@127.0.0.1:5070;transport=tcp", TransportKind::Tcp, "127.0.0.1:40111");
+        assert_eq!((p.addr.port(), p.conn), (40111, Some(3)));
+    }
 }
