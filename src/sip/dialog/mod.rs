@@ -43,7 +43,7 @@ pub use session_timer::{Refresher, SessionExpires, SessionTimer, TimerPolicy};
 pub use uac::{Forks, InviteParams, UacDialogSeed, new_uac_invite, sip_address};
 
 use crate::sip::transaction::{TransportKind, new_branch};
-use crate::sip::{Contacts, Host, Method, NameAddr, SipStr, SyntaxError, Uri};
+use crate::sip::{Contacts, Headers, Host, Known, Method, NameAddr, SipStr, SyntaxError, Uri};
 use bytes::Bytes;
 use glare::InFlight;
 use std::fmt::Write as _;
@@ -224,9 +224,9 @@ fn contact_uri(
 }
 
 /// Every Record-Route element of a message, in the order received.
-fn record_route(headers: &crate::sip::Headers) -> Result<Vec<NameAddr>, SyntaxError> {
+fn record_route(headers: &Headers) -> Result<Vec<NameAddr>, SyntaxError> {
     headers
-        .list(crate::sip::Known::RecordRoute)
+        .list(Known::RecordRoute)
         .map(|v| NameAddr::parse(&v, &v))
         .collect()
 }

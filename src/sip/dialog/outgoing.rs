@@ -44,8 +44,9 @@ fn is_loose(route: &NameAddr) -> bool {
 }
 
 impl Dialog {
-    /// A new request in the dialog (BYE, re-INVITE, UPDATE, INFO, REFER, ...) with the
-    /// next local CSeq, a fresh branch, and our Contact on target refreshes. A UAS-side
+    /// A new request in the dialog (BYE, re-INVITE, UPDATE, INFO, REFER, ...; the ACK of
+    /// a 2xx comes from [`Dialog::ack_for_2xx`], a CANCEL from the transaction layer) with
+    /// the next local CSeq, a fresh branch, and our Contact on target refreshes. A UAS-side
     /// dialog's first request gets CSeq 1. An INVITE, or an UPDATE with a body, counts
     /// as our offer until [`Dialog::on_response`] sees its final response; check
     /// [`Dialog::can_send_offer`] first. A BYE ends the dialog.
