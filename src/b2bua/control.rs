@@ -2,7 +2,9 @@
 //! shard that owns the call and waits for the outcome, so a script waiting in `dial`
 //! holds no lock and blocks nothing.
 
-use crate::dialplan::call::{CallControl, CallError, CallInfo, DialRequest, DialResult, DialStatus};
+use crate::dialplan::call::{
+    CallControl, CallError, CallInfo, DialRequest, DialResult, DialStatus,
+};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
@@ -34,7 +36,12 @@ pub struct CallHandle {
 
 impl CallHandle {
     fn send(&self, op: Op) -> bool {
-        self.commands.send(CallCommand { call: self.call, op }).is_ok()
+        self.commands
+            .send(CallCommand {
+                call: self.call,
+                op,
+            })
+            .is_ok()
     }
 
     /// Tells the shard the script is over.
@@ -42,7 +49,10 @@ impl CallHandle {
         self.send(Op::RouteDone(outcome));
     }
 
-    async fn simple(&self, make: impl FnOnce(oneshot::Sender<Result<(), CallError>>) -> Op) -> Result<(), CallError> {
+    async fn simple(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<(), CallError>>) -> Op,
+    ) -> Result<(), CallError> {
         let (tx, rx) = oneshot::channel();
         if !self.send(make(tx)) {
             return Err(CallError::Ended);

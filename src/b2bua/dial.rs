@@ -40,30 +40,57 @@ pub fn cancel_branch(txl: &mut TransactionLayer, branch: &mut Branch, now: Insta
 }
 
 impl B2bua {
-    pub(super) fn start_dial(&mut self, txl: &mut TransactionLayer, id: u64, request: DialRequest, reply: oneshot::Sender<DialResult>) {
-        let Some(call) = self.calls.get_mut(&id) else { return };
+    pub(super) fn start_dial(
+        &mut self,
+        txl: &mut TransactionLayer,
+        id: u64,
+        request: DialRequest,
+        reply: oneshot::Sender<DialResult>,
+    ) {
+        let Some(call) = self.calls.get_mut(&id) else {
+            return;
+        };
         if call.b.is_some() || call.dial.is_some() {
-            let _ = reply.send(DialResult { status: DialStatus::Failed, sip_code: None, answered_by: None, duration: Default::default() });
+            let _ = reply.send(DialResult {
+                status: DialStatus::Failed,
+                sip_code: None,
+                answered_by: None,
+                duration: Default::default(),
+            });
             return;
         }
         let (first, remaining) = match request.strategy {
             Strategy::Parallel => (request.targets.clone(), Vec::new()),
             Strategy::Sequential => {
                 let mut rest = request.targets.clone();
-                let first = if rest.is_empty() { Vec::new() } else { vec![rest.remove(0)] };
+                let first = if rest.is_empty() {
+                    Vec::new()
+                } else {
+                    vec![rest.remove(0)]
+                };
                 (first, rest)
             }
         };
-        call.dial = Some(DialState { request, reply: Some(reply), remaining, best: None, generation: 0 });
+        call.dial = Some(DialState {
+            request,
+            reply: Some(reply),
+            remaining,
+            best: None,
+            generation: 0,
+        });
         self.start_attempt(txl, id, first);
     }
 
     /// Rings `targets` together; records a status for each that can't ring at all.
     fn start_attempt(&mut self, txl: &mut TransactionLayer, id: u64, targets: Vec<DialTarget>) {
         let now = Instant::now();
-        let Some(call) = self.calls.get_mut(&id) else { return };
+        let Some(call) = self.calls.get_mut(&id) else {
+            return;
+        };
         call.branches.retain(|b| b.done.is_none());
-        let Some(dial) = call.dial.as_mut() else { return };
+        let Some(dial) = call.dial.as_mut() else {
+            return;
+        };
         dial.generation += 1;
         let generation = dial.generation;
         let timeout = dial.request.timeout;
@@ -75,7 +102,12 @@ impl B2bua {
                         self.note_status(id, DialStatus::NotFound, Some(404));
                         continue;
                     }
-                    self.ctx.registrar.lookup(SystemTime::now(), ext).into_iter().map(|t| (t.contact, t.peer)).collect()
+                    self.ctx
+                        .registrar
+                        .lookup(SystemTime::now(), ext)
+                        .into_iter()
+                        .map(|t| (t.contact, t.peer))
+                        .collect()
                 }
                 DialTarget::Uri(text) => match uri_destination(text) {
                     Some(d) => vec![d],
@@ -103,12 +135,22 @@ impl B2bua {
     }
 
     /// Sends one B-leg INVITE; false when it could not be sent.
-    fn send_branch(&mut self, txl: &mut TransactionLayer, id: u64, target: &DialTarget, contact: Uri, peer: Peer, now: Instant) -> bool {
+    fn send_branch(
+        &mut self,
+        txl: &mut TransactionLayer,
+        id: u64,
+        target: &DialTarget,
+        contact: Uri,
+        peer: Peer,
+        now: Instant,
+    ) -> bool {
         let our_ip = self.media_ip_for(&peer);
         let sent_by = self.sent_by(&peer);
         let our_contact = self.contact(&peer);
         let shard = self.shard;
-        let Some(call) = self.calls.get_mut(&id) else { return false };
+        let Some(call) = self.calls.get_mut(&id) else {
+            return false;
+        };
         if call.media.b_ports.is_none() && call.media.relay.is_none() {
             match self.ctx.ports.allocate() {
                 Ok(p) => {
@@ -121,22 +163,50 @@ impl B2bua {
                 }
             }
         }
-        let Some(dial) = call.dial.as_ref() else { return false };
+        let Some(dial) = call.dial.as_ref() else {
+            return false;
+        };
         let mut origin = OriginState::new(rand::random::<u32>() as u64);
-        let offer = crate::sdp::rewrite_for_leg(&call.a.offer, our_ip, &[call.media.b_port], &mut origin);
+        let offer =
+            crate::sdp::rewrite_for_leg(&call.a.offer, our_ip, &[call.media.b_port], &mut origin);
         let caller = call.a.dialog.remote().clone();
-        let number = dial.request.caller_id.number.clone().or_else(|| caller.uri.user().map(str::to_string)).unwrap_or_else(|| "anonymous".into());
-        let name = dial.request.caller_id.name.clone().or_else(|| caller.display_name());
+        let number = dial
+            .request
+            .caller_id
+            .number
+            .clone()
+            .or_else(|| caller.uri.user().map(str::to_string))
+            .unwrap_or_else(|| "anonymous".into());
+        let name = dial
+            .request
+            .caller_id
+            .name
+            .clone()
+            .or_else(|| caller.display_name());
         let from = sip_address(name.as_deref(), &number, Host::Ip(our_ip));
         let to_user = match target {
             DialTarget::Extension(e) => e.clone(),
             DialTarget::Uri(_) => contact.user().unwrap_or("").to_string(),
         };
-        let to = NameAddr::new(Uri::Sip(SipUri::new(Some(&to_user), Host::Ip(our_ip), None)));
+        let to = NameAddr::new(Uri::Sip(SipUri::new(
+            Some(&to_user),
+            Host::Ip(our_ip),
+            None,
+        )));
         let mut params = InviteParams::new(contact, from, to, our_contact, sent_by);
         params.call_id = new_call_id(&format!("sb{shard}-"));
         params.body = Some(Body::sdp(offer.to_bytes()));
-        params.extra_headers = dial.request.headers.iter().map(|(n, v)| (HeaderName::new(SipStr::from(n.as_str())), SipStr::from(v.as_str()))).collect();
+        params.extra_headers = dial
+            .request
+            .headers
+            .iter()
+            .map(|(n, v)| {
+                (
+                    HeaderName::new(SipStr::from(n.as_str())),
+                    SipStr::from(v.as_str()),
+                )
+            })
+            .collect();
         let (invite, seed) = new_uac_invite(params);
         let key = match txl.send_request(now, peer, invite.clone()) {
             Ok(k) => k,
@@ -164,7 +234,9 @@ impl B2bua {
 
     fn note_status(&mut self, id: u64, status: DialStatus, code: Option<u16>) {
         if let Some(dial) = self.calls.get_mut(&id).and_then(|c| c.dial.as_mut()) {
-            let better = dial.best.is_none_or(|(s, _)| s.most_informative(status) == status && s != status);
+            let better = dial
+                .best
+                .is_none_or(|(s, _)| s.most_informative(status) == status && s != status);
             if better {
                 dial.best = Some((status, code));
             }
@@ -173,11 +245,15 @@ impl B2bua {
 
     /// Every branch of the attempt has failed: ring the next target, or tell the script.
     fn attempt_finished(&mut self, txl: &mut TransactionLayer, id: u64) {
-        let Some(call) = self.calls.get_mut(&id) else { return };
+        let Some(call) = self.calls.get_mut(&id) else {
+            return;
+        };
         if call.branches.iter().any(|b| b.done.is_none()) {
             return;
         }
-        let Some(dial) = call.dial.as_mut() else { return };
+        let Some(dial) = call.dial.as_mut() else {
+            return;
+        };
         if !dial.remaining.is_empty() {
             let next = dial.remaining.remove(0);
             self.start_attempt(txl, id, vec![next]);
@@ -187,15 +263,32 @@ impl B2bua {
             let (status, code) = dial.best.unwrap_or((DialStatus::Unavailable, Some(480)));
             tracing::info!(status = status.as_str(), ?code, "nobody answered");
             if let Some(reply) = dial.reply {
-                let _ = reply.send(DialResult { status, sip_code: code, answered_by: None, duration: Default::default() });
+                let _ = reply.send(DialResult {
+                    status,
+                    sip_code: code,
+                    answered_by: None,
+                    duration: Default::default(),
+                });
             }
         }
     }
 
-    pub(super) fn on_dial_deadline(&mut self, txl: &mut TransactionLayer, id: u64, generation: u64) {
+    pub(super) fn on_dial_deadline(
+        &mut self,
+        txl: &mut TransactionLayer,
+        id: u64,
+        generation: u64,
+    ) {
         let now = Instant::now();
-        let Some(call) = self.calls.get_mut(&id) else { return };
-        if call.dial.as_ref().is_none_or(|d| d.generation != generation) || call.b.is_some() {
+        let Some(call) = self.calls.get_mut(&id) else {
+            return;
+        };
+        if call
+            .dial
+            .as_ref()
+            .is_none_or(|d| d.generation != generation)
+            || call.b.is_some()
+        {
             return;
         }
         tracing::info!("no answer in time; cancelling");
@@ -206,13 +299,21 @@ impl B2bua {
         self.attempt_finished(txl, id);
     }
 
-    pub(super) fn on_branch_response(&mut self, txl: &mut TransactionLayer, id: u64, index: usize, resp: crate::sip::Response) {
+    pub(super) fn on_branch_response(
+        &mut self,
+        txl: &mut TransactionLayer,
+        id: u64,
+        index: usize,
+        resp: crate::sip::Response,
+    ) {
         let now = Instant::now();
         let status = resp.status;
         if status == 100 {
             return;
         }
-        let Some(call) = self.calls.get_mut(&id) else { return };
+        let Some(call) = self.calls.get_mut(&id) else {
+            return;
+        };
         let branch = &mut call.branches[index];
         let remote_tag = resp.to().ok().and_then(|t| t.tag().map(str::to_string));
         if (101..200).contains(&status) || (200..300).contains(&status) {
@@ -232,9 +333,21 @@ impl B2bua {
             if branch.done.is_some() || call.a.final_sent || call.b.is_some() {
                 return;
             }
-            let mut relay_resp = call.a.dialog.respond(&call.a.invite, if status == 181 || status == 182 { 180 } else { status });
+            let mut relay_resp = call.a.dialog.respond(
+                &call.a.invite,
+                if status == 181 || status == 182 {
+                    180
+                } else {
+                    status
+                },
+            );
             if let Some(early) = sdp_of(&resp) {
-                let body = crate::sdp::rewrite_for_leg(&early, call.a.our_ip, &[call.media.a_port], &mut call.a.origin);
+                let body = crate::sdp::rewrite_for_leg(
+                    &early,
+                    call.a.our_ip,
+                    &[call.media.a_port],
+                    &mut call.a.origin,
+                );
                 relay_resp.set_body("application/sdp", body.to_bytes());
                 let _ = txl.send_response(now, call.a.invite_tx, relay_resp);
                 self.update_relay(id, Side::B, &early);
@@ -255,11 +368,25 @@ impl B2bua {
         self.attempt_finished(txl, id);
     }
 
-    fn on_branch_answered(&mut self, txl: &mut TransactionLayer, id: u64, index: usize, resp: crate::sip::Response, remote_tag: Option<String>, now: Instant) {
-        let Some(call) = self.calls.get_mut(&id) else { return };
+    fn on_branch_answered(
+        &mut self,
+        txl: &mut TransactionLayer,
+        id: u64,
+        index: usize,
+        resp: crate::sip::Response,
+        remote_tag: Option<String>,
+        now: Instant,
+    ) {
+        let Some(call) = self.calls.get_mut(&id) else {
+            return;
+        };
         let cseq = call.branches[index].forks.seed().cseq();
         let peer = call.branches[index].peer;
-        let Some(dialog) = remote_tag.as_deref().and_then(|t| call.branches[index].forks.get_mut(t)).cloned() else {
+        let Some(dialog) = remote_tag
+            .as_deref()
+            .and_then(|t| call.branches[index].forks.get_mut(t))
+            .cloned()
+        else {
             tracing::warn!("2xx without a usable To tag; ignoring");
             return;
         };
@@ -272,7 +399,10 @@ impl B2bua {
         }
         let ack = dialog.ack_for_2xx(cseq, None);
         txl.send_stateless(peer, bytes::Bytes::from(ack.to_bytes()));
-        let won = call.b.is_none() && call.dial.is_some() && call.ended.is_none() && call.branches[index].done.is_none();
+        let won = call.b.is_none()
+            && call.dial.is_some()
+            && call.ended.is_none()
+            && call.branches[index].done.is_none();
         if !won {
             // A second branch answered, or the dial is over: RFC 3261 §13.2.2.4 says ACK
             // it, then end it.
@@ -300,19 +430,36 @@ impl B2bua {
         }
         tracing::info!(target = %target, "answered; bridging");
         let our_ip = self.media_ip_for(&peer);
-        let Some(call) = self.calls.get_mut(&id) else { return };
-        call.b = Some(BLeg { dialog, peer, ack, our_ip, origin: OriginState::new(rand::random::<u32>() as u64) });
+        let Some(call) = self.calls.get_mut(&id) else {
+            return;
+        };
+        call.b = Some(BLeg {
+            dialog,
+            peer,
+            ack,
+            our_ip,
+            origin: OriginState::new(rand::random::<u32>() as u64),
+        });
         call.answered_by = Some(target);
         if let Some(dial) = call.dial.take() {
             call.bridged_reply = dial.reply;
         }
         let a_answered = call.a.final_sent;
-        let a_body = crate::sdp::rewrite_for_leg(&answer, call.a.our_ip, &[call.media.a_port], &mut call.a.origin);
+        let a_body = crate::sdp::rewrite_for_leg(
+            &answer,
+            call.a.our_ip,
+            &[call.media.a_port],
+            &mut call.a.origin,
+        );
         self.update_relay(id, Side::B, &answer);
         if !a_answered {
             self.send_2xx_to_caller(txl, id, Body::sdp(a_body.to_bytes()), now);
         }
-        self.schedule(now + std::time::Duration::from_secs(5), id, CallTimer::MediaCheck);
+        self.schedule(
+            now + std::time::Duration::from_secs(5),
+            id,
+            CallTimer::MediaCheck,
+        );
     }
 }
 
@@ -364,6 +511,10 @@ mod tests {
 
     #[test]
     fn relayable_codecs_include_g711() {
-        assert!(relayable_codecs().iter().any(|c| c.name.eq_ignore_ascii_case("PCMU")));
+        assert!(
+            relayable_codecs()
+                .iter()
+                .any(|c| c.name.eq_ignore_ascii_case("PCMU"))
+        );
     }
 }

@@ -71,7 +71,10 @@ enum CallTimer {
     /// The current dial attempt's time to answer is up.
     DialDeadline { generation: u64 },
     /// Resend our 2xx to the caller until the ACK comes (RFC 3261 §13.3.1.4).
-    Resend2xx { interval: Duration, give_up: Instant },
+    Resend2xx {
+        interval: Duration,
+        give_up: Instant,
+    },
     /// Look at the relay's counters for a leg that stopped sending.
     MediaCheck,
 }
@@ -118,7 +121,11 @@ pub fn unix(t: SystemTime) -> u64 {
 }
 
 impl B2bua {
-    pub fn new(shard: usize, ctx: Arc<B2buaContext>, commands: mpsc::UnboundedSender<CallCommand>) -> B2bua {
+    pub fn new(
+        shard: usize,
+        ctx: Arc<B2buaContext>,
+        commands: mpsc::UnboundedSender<CallCommand>,
+    ) -> B2bua {
         B2bua {
             shard,
             ctx,
@@ -145,19 +152,26 @@ impl B2bua {
     /// The address written into SDP for a leg whose phone is at `peer`: the configured
     /// public address, else the one the phone reaches our SIP listener on.
     fn media_ip_for(&self, peer: &Peer) -> IpAddr {
-        self.ctx.public_address.unwrap_or_else(|| self.ctx.hub.local_addr_for(peer).ip())
+        self.ctx
+            .public_address
+            .unwrap_or_else(|| self.ctx.hub.local_addr_for(peer).ip())
     }
 
     fn sent_by(&self, peer: &Peer) -> SentBy {
         let local = self.ctx.hub.local_addr_for(peer);
-        SentBy { transport: peer.transport, host: Host::Ip(local.ip()), port: Some(local.port()) }
+        SentBy {
+            transport: peer.transport,
+            host: Host::Ip(local.ip()),
+            port: Some(local.port()),
+        }
     }
 
     fn contact(&self, peer: &Peer) -> Uri {
         let sent_by = self.sent_by(peer);
         let mut uri = SipUri::new(Some("switchboard"), sent_by.host, sent_by.port);
         if peer.transport == TransportKind::Tcp {
-            uri.params.set("transport", Some(SipStr::from_static("tcp")));
+            uri.params
+                .set("transport", Some(SipStr::from_static("tcp")));
         }
         Uri::Sip(uri)
     }
@@ -173,7 +187,14 @@ impl B2bua {
     }
 
     /// A new INVITE outside any dialog, already authenticated as `auth_user`.
-    pub fn on_invite(&mut self, txl: &mut TransactionLayer, key: TxKey, source: Peer, req: Request, auth_user: Option<String>) {
+    pub fn on_invite(
+        &mut self,
+        txl: &mut TransactionLayer,
+        key: TxKey,
+        source: Peer,
+        req: Request,
+        auth_user: Option<String>,
+    ) {
         let now = Instant::now();
         let reject = |txl: &mut TransactionLayer, status: u16, reason: &str| {
             let mut resp = Response::to_request(&req, status, reason);
@@ -202,7 +223,8 @@ impl B2bua {
         let our_ip = self.media_ip_for(&source);
         let local_tag = crate::sip::checks::stateless_tag(&req.headers);
         let contact = self.contact(&source);
-        let dialog = match Dialog::from_invite_uas(&req, &local_tag, contact, self.sent_by(&source)) {
+        let dialog = match Dialog::from_invite_uas(&req, &local_tag, contact, self.sent_by(&source))
+        {
             Ok(d) => d,
             Err(e) => return reject(txl, 400, &format!("Bad Request ({e})")),
         };
@@ -216,14 +238,21 @@ impl B2bua {
             user: a.and_then(|a| a.uri.user()).unwrap_or("").to_string(),
             display: a.and_then(|a| a.display_name()),
             uri: a.map(|a| a.uri.to_string()).unwrap_or_default(),
-            host: a.and_then(|a| a.uri.as_sip()).map(|u| u.host.to_string()).unwrap_or_default(),
+            host: a
+                .and_then(|a| a.uri.as_sip())
+                .map(|u| u.host.to_string())
+                .unwrap_or_default(),
         };
         let info = CallInfo {
             id: call_id.clone(),
             from: party(from.as_ref()),
             to: party(to.as_ref()),
             request_uri: req.uri.to_string(),
-            headers: req.headers.iter().map(|h| (h.name.as_str().to_string(), h.value.to_string())).collect(),
+            headers: req
+                .headers
+                .iter()
+                .map(|h| (h.name.as_str().to_string(), h.value.to_string()))
+                .collect(),
             source: source.addr,
             transport: match source.transport {
                 TransportKind::Tcp => crate::config::Transport::Tcp,
@@ -234,7 +263,10 @@ impl B2bua {
         let span = tracing::info_span!("call", call_id = %call_id, caller = %info.from.user, callee = %info.to.user);
         span.in_scope(|| tracing::info!(source = %source.addr, "new call"));
         self.by_server_tx.insert(key, id);
-        self.by_dialog.insert((dialog.id().call_id.clone(), dialog.id().local_tag.clone()), (id, Side::A));
+        self.by_dialog.insert(
+            (dialog.id().call_id.clone(), dialog.id().local_tag.clone()),
+            (id, Side::A),
+        );
         let a_port = a_ports.rtp_port();
         self.calls.insert(
             id,
@@ -257,7 +289,13 @@ impl B2bua {
                 branches: Vec::new(),
                 dial: None,
                 b: None,
-                media: Media { a_ports: Some(a_ports), b_ports: None, a_port, b_port: 0, relay: None },
+                media: Media {
+                    a_ports: Some(a_ports),
+                    b_ports: None,
+                    a_port,
+                    b_port: 0,
+                    relay: None,
+                },
                 relayed: Vec::new(),
                 started: SystemTime::now(),
                 answered_at: None,
@@ -267,7 +305,11 @@ impl B2bua {
                 route_done: false,
             },
         );
-        (self.ctx.route)(CallHandle { call: id, info, commands: self.commands.clone() });
+        (self.ctx.route)(CallHandle {
+            call: id,
+            info,
+            commands: self.commands.clone(),
+        });
     }
 
     /// A CANCEL (RFC 3261 §9.2): 200 for the CANCEL, 487 for the INVITE, and the B
@@ -281,7 +323,9 @@ impl B2bua {
         resp.set_to_tag(&crate::sip::checks::stateless_tag(&req.headers));
         let _ = txl.send_response(now, key, resp);
         let Some(id) = call_id else { return };
-        let Some(call) = self.calls.get_mut(&id) else { return };
+        let Some(call) = self.calls.get_mut(&id) else {
+            return;
+        };
         if call.a.final_sent {
             return;
         }
@@ -289,12 +333,20 @@ impl B2bua {
         call.a.final_sent = true;
         let _ = txl.send_response(now, call.a.invite_tx, resp);
         call.span.in_scope(|| tracing::info!("caller cancelled"));
-        self.end_call(txl, id, Disposition::Cancelled, HangupBy::Caller, "caller cancelled");
+        self.end_call(
+            txl,
+            id,
+            Disposition::Cancelled,
+            HangupBy::Caller,
+            "caller cancelled",
+        );
     }
 
     /// An ACK for a 2xx: stops our 2xx retransmissions to the caller.
     pub fn on_ack(&mut self, invite: Option<TxKey>, req: &Request) {
-        let id = invite.and_then(|k| self.by_server_tx.get(&k).copied()).or_else(|| self.dialog_of(req).map(|(id, _)| id));
+        let id = invite
+            .and_then(|k| self.by_server_tx.get(&k).copied())
+            .or_else(|| self.dialog_of(req).map(|(id, _)| id));
         if let Some(call) = id.and_then(|id| self.calls.get_mut(&id)) {
             call.a.unacked_ok = None;
         }
@@ -309,8 +361,12 @@ impl B2bua {
 
     /// A response to one of our client transactions. Returns false when it is not ours.
     pub fn on_response(&mut self, txl: &mut TransactionLayer, key: TxKey, resp: Response) -> bool {
-        let Some(&id) = self.by_client_tx.get(&key) else { return false };
-        let Some(call) = self.calls.get_mut(&id) else { return true };
+        let Some(&id) = self.by_client_tx.get(&key) else {
+            return false;
+        };
+        let Some(call) = self.calls.get_mut(&id) else {
+            return true;
+        };
         let _enter = call.span.clone().entered();
         if let Some(i) = call.branches.iter().position(|b| b.tx == key) {
             self.on_branch_response(txl, id, i, resp);
@@ -325,8 +381,12 @@ impl B2bua {
 
     /// A transaction of ours got no answer (Timer B/F) or could not be sent.
     pub fn on_tx_failure(&mut self, txl: &mut TransactionLayer, key: TxKey) {
-        let Some(&id) = self.by_client_tx.get(&key) else { return };
-        let Some(call) = self.calls.get(&id) else { return };
+        let Some(&id) = self.by_client_tx.get(&key) else {
+            return;
+        };
+        let Some(call) = self.calls.get(&id) else {
+            return;
+        };
         if let Some(i) = call.branches.iter().position(|b| b.tx == key) {
             let invite = call.branches[i].invite.clone();
             let timeout = Response::to_request(&invite, 408, reason_phrase(408));
@@ -337,7 +397,13 @@ impl B2bua {
             self.on_relayed_response(txl, id, i, timeout);
         } else if call.is_answered() && call.ended.is_none() {
             // A request in the dialog went unanswered: the peer is gone (RFC 3261 §12.2.1.2).
-            self.end_call(txl, id, Disposition::Answered, HangupBy::System, "peer stopped answering");
+            self.end_call(
+                txl,
+                id,
+                Disposition::Answered,
+                HangupBy::System,
+                "peer stopped answering",
+            );
         }
     }
 
@@ -358,41 +424,83 @@ impl B2bua {
                 continue;
             }
             match timer {
-                CallTimer::DialDeadline { generation } => self.on_dial_deadline(txl, id, generation),
-                CallTimer::Resend2xx { interval, give_up } => self.resend_2xx(txl, id, interval, give_up, now),
+                CallTimer::DialDeadline { generation } => {
+                    self.on_dial_deadline(txl, id, generation)
+                }
+                CallTimer::Resend2xx { interval, give_up } => {
+                    self.resend_2xx(txl, id, interval, give_up, now)
+                }
                 CallTimer::MediaCheck => self.check_media(txl, id, now),
             }
         }
     }
 
-    fn resend_2xx(&mut self, txl: &mut TransactionLayer, id: u64, interval: Duration, give_up: Instant, now: Instant) {
-        let Some(call) = self.calls.get_mut(&id) else { return };
-        let Some(ok) = call.a.unacked_ok.clone() else { return };
+    fn resend_2xx(
+        &mut self,
+        txl: &mut TransactionLayer,
+        id: u64,
+        interval: Duration,
+        give_up: Instant,
+        now: Instant,
+    ) {
+        let Some(call) = self.calls.get_mut(&id) else {
+            return;
+        };
+        let Some(ok) = call.a.unacked_ok.clone() else {
+            return;
+        };
         if now >= give_up {
-            call.span.in_scope(|| tracing::warn!("no ACK for our 2xx; ending the call"));
-            self.end_call(txl, id, Disposition::Answered, HangupBy::System, "no ACK from caller");
+            call.span
+                .in_scope(|| tracing::warn!("no ACK for our 2xx; ending the call"));
+            self.end_call(
+                txl,
+                id,
+                Disposition::Answered,
+                HangupBy::System,
+                "no ACK from caller",
+            );
             return;
         }
         let _ = txl.send_response(now, call.a.invite_tx, ok);
         let next = (interval * 2).min(self.ctx.t2);
-        self.schedule(now + interval, id, CallTimer::Resend2xx { interval: next, give_up });
+        self.schedule(
+            now + interval,
+            id,
+            CallTimer::Resend2xx {
+                interval: next,
+                give_up,
+            },
+        );
     }
 
     fn check_media(&mut self, txl: &mut TransactionLayer, id: u64, now: Instant) {
-        let Some(call) = self.calls.get(&id) else { return };
-        let Some(relay) = call.media.relay.as_ref() else { return };
+        let Some(call) = self.calls.get(&id) else {
+            return;
+        };
+        let Some(relay) = call.media.relay.as_ref() else {
+            return;
+        };
         if call.ended.is_some() {
             return;
         }
-        let on_hold = [&call.a.offer].iter().any(|s| s.direction(0).is_some_and(|d| !d.sends() || !d.receives()));
+        let on_hold = [&call.a.offer]
+            .iter()
+            .any(|s| s.direction(0).is_some_and(|d| !d.sends() || !d.receives()));
         // A leg that never sent RTP (a test tool, a phone that only listens) is not
         // timed out; one that sent and stopped is.
         if !on_hold
             && let Some(side) = relay.media_timeout(now, self.ctx.media_timeout)
             && relay.stats(side).rtp_packets > 0
         {
-            call.span.in_scope(|| tracing::warn!(?side, "no RTP; ending the call"));
-            self.end_call(txl, id, Disposition::Answered, HangupBy::System, "media timeout");
+            call.span
+                .in_scope(|| tracing::warn!(?side, "no RTP; ending the call"));
+            self.end_call(
+                txl,
+                id,
+                Disposition::Answered,
+                HangupBy::System,
+                "media timeout",
+            );
             return;
         }
         self.schedule(now + Duration::from_secs(5), id, CallTimer::MediaCheck);
@@ -431,7 +539,13 @@ impl B2bua {
             }
             Op::Hangup(reply) => {
                 if call.is_answered() {
-                    self.end_call(txl, id, Disposition::Answered, HangupBy::System, "dialplan hung up");
+                    self.end_call(
+                        txl,
+                        id,
+                        Disposition::Answered,
+                        HangupBy::System,
+                        "dialplan hung up",
+                    );
                     let _ = reply.send(Ok(()));
                 } else {
                     let result = self.final_to_caller(txl, id, 480, None, None);
@@ -450,7 +564,13 @@ impl B2bua {
                 if !call.a.final_sent {
                     let _ = self.final_to_caller(txl, id, status, None, None);
                 } else if call.b.is_none() {
-                    self.end_call(txl, id, Disposition::Answered, HangupBy::System, "dialplan finished");
+                    self.end_call(
+                        txl,
+                        id,
+                        Disposition::Answered,
+                        HangupBy::System,
+                        "dialplan finished",
+                    );
                 }
                 self.forget_if_done(id);
             }
@@ -458,21 +578,45 @@ impl B2bua {
     }
 
     /// Answers the caller's INVITE with 200 and our SDP answer, without a bridge yet.
-    fn answer_caller(&mut self, txl: &mut TransactionLayer, id: u64, now: Instant) -> Result<(), crate::dialplan::call::CallError> {
-        let Some(call) = self.calls.get_mut(&id) else { return Err(crate::dialplan::call::CallError::Ended) };
+    fn answer_caller(
+        &mut self,
+        txl: &mut TransactionLayer,
+        id: u64,
+        now: Instant,
+    ) -> Result<(), crate::dialplan::call::CallError> {
+        let Some(call) = self.calls.get_mut(&id) else {
+            return Err(crate::dialplan::call::CallError::Ended);
+        };
         if call.a.final_sent {
             return Ok(());
         }
-        let sdp = crate::sdp::answer(&call.a.offer, &relayable_codecs(), call.a.our_ip, &[call.media.a_port], &mut call.a.origin);
+        let sdp = crate::sdp::answer(
+            &call.a.offer,
+            &relayable_codecs(),
+            call.a.our_ip,
+            &[call.media.a_port],
+            &mut call.a.origin,
+        );
         self.send_2xx_to_caller(txl, id, Body::sdp(sdp.to_bytes()), now);
         Ok(())
     }
 
     /// Sends the 2xx of the caller's INVITE and keeps resending it until the ACK.
-    fn send_2xx_to_caller(&mut self, txl: &mut TransactionLayer, id: u64, body: Body, now: Instant) {
-        let Some(call) = self.calls.get_mut(&id) else { return };
+    fn send_2xx_to_caller(
+        &mut self,
+        txl: &mut TransactionLayer,
+        id: u64,
+        body: Body,
+        now: Instant,
+    ) {
+        let Some(call) = self.calls.get_mut(&id) else {
+            return;
+        };
         let mut ok = call.a.dialog.respond(&call.a.invite, 200);
-        ok.headers.push(Known::Allow, crate::sip::checks::Capabilities::pbx().allow_header());
+        ok.headers.push(
+            Known::Allow,
+            crate::sip::checks::Capabilities::pbx().allow_header(),
+        );
         ok.headers.push(Known::Server, self.ctx.user_agent.as_str());
         ok.set_body(&body.content_type, body.bytes);
         call.a.final_sent = true;
@@ -482,19 +626,37 @@ impl B2bua {
         let _ = txl.send_response(now, call.a.invite_tx, ok);
         let give_up = now + self.ctx.t1 * 64;
         if !reliable {
-            self.schedule(now + self.ctx.t1, id, CallTimer::Resend2xx { interval: (self.ctx.t1 * 2).min(self.ctx.t2), give_up });
+            self.schedule(
+                now + self.ctx.t1,
+                id,
+                CallTimer::Resend2xx {
+                    interval: (self.ctx.t1 * 2).min(self.ctx.t2),
+                    give_up,
+                },
+            );
         }
     }
 
     /// A final non-2xx (or 3xx with a Contact) to the unanswered caller, ending the call.
-    fn final_to_caller(&mut self, txl: &mut TransactionLayer, id: u64, status: u16, reason: Option<&str>, contact: Option<String>) -> Result<(), crate::dialplan::call::CallError> {
+    fn final_to_caller(
+        &mut self,
+        txl: &mut TransactionLayer,
+        id: u64,
+        status: u16,
+        reason: Option<&str>,
+        contact: Option<String>,
+    ) -> Result<(), crate::dialplan::call::CallError> {
         use crate::dialplan::call::CallError;
-        let Some(call) = self.calls.get_mut(&id) else { return Err(CallError::Ended) };
+        let Some(call) = self.calls.get_mut(&id) else {
+            return Err(CallError::Ended);
+        };
         if call.a.final_sent {
             return Err(CallError::Failed("the call is already answered".into()));
         }
         if !(300..700).contains(&status) {
-            return Err(CallError::Failed(format!("{status} is not a final failure status")));
+            return Err(CallError::Failed(format!(
+                "{status} is not a final failure status"
+            )));
         }
         let mut resp = call.a.dialog.respond(&call.a.invite, status);
         if let Some(r) = reason {
@@ -503,7 +665,8 @@ impl B2bua {
         if let Some(c) = contact {
             resp.headers.push(Known::Contact, format!("<{c}>"));
         }
-        resp.headers.push(Known::Server, self.ctx.user_agent.as_str());
+        resp.headers
+            .push(Known::Server, self.ctx.user_agent.as_str());
         call.a.final_sent = true;
         let _ = txl.send_response(Instant::now(), call.a.invite_tx, resp);
         let disposition = match status {
@@ -511,20 +674,36 @@ impl B2bua {
             480 | 408 => Disposition::NoAnswer,
             _ => Disposition::Failed,
         };
-        self.end_call(txl, id, disposition, HangupBy::System, &format!("rejected with {status}"));
+        self.end_call(
+            txl,
+            id,
+            disposition,
+            HangupBy::System,
+            &format!("rejected with {status}"),
+        );
         Ok(())
     }
 
     /// Ends the call: BYE to answered legs that did not hang up themselves, CANCEL to
     /// ringing branches, the relay stopped, the CDR written, the dialplan told.
-    pub(crate) fn end_call(&mut self, txl: &mut TransactionLayer, id: u64, disposition: Disposition, by: HangupBy, cause: &str) {
+    pub(crate) fn end_call(
+        &mut self,
+        txl: &mut TransactionLayer,
+        id: u64,
+        disposition: Disposition,
+        by: HangupBy,
+        cause: &str,
+    ) {
         let now = Instant::now();
-        let Some(call) = self.calls.get_mut(&id) else { return };
+        let Some(call) = self.calls.get_mut(&id) else {
+            return;
+        };
         if call.ended.is_some() {
             return;
         }
         call.ended = Some((disposition, by, cause.to_string()));
-        call.span.in_scope(|| tracing::info!(cause, ?by, "call ended"));
+        call.span
+            .in_scope(|| tracing::info!(cause, ?by, "call ended"));
         for i in 0..call.branches.len() {
             dial::cancel_branch(txl, &mut call.branches[i], now);
         }
@@ -548,7 +727,9 @@ impl B2bua {
         }
         call.media.a_ports = None;
         call.media.b_ports = None;
-        let duration = call.answered_at.map_or(Duration::ZERO, |(_, at)| now.saturating_duration_since(at));
+        let duration = call
+            .answered_at
+            .map_or(Duration::ZERO, |(_, at)| now.saturating_duration_since(at));
         if let Some(reply) = call.bridged_reply.take() {
             let _ = reply.send(DialResult {
                 status: DialStatus::Answered,
@@ -560,13 +741,26 @@ impl B2bua {
         if let Some(dial) = call.dial.take()
             && let Some(reply) = dial.reply
         {
-            let _ = reply.send(DialResult { status: DialStatus::Cancelled, sip_code: None, answered_by: None, duration: Duration::ZERO });
+            let _ = reply.send(DialResult {
+                status: DialStatus::Cancelled,
+                sip_code: None,
+                answered_by: None,
+                duration: Duration::ZERO,
+            });
         }
         let end = SystemTime::now();
         self.ctx.cdrs.write(Cdr {
-            call_id: call.a.invite.call_id().map(|c| c.to_string()).unwrap_or_default(),
+            call_id: call
+                .a
+                .invite
+                .call_id()
+                .map(|c| c.to_string())
+                .unwrap_or_default(),
             caller: call.caller.clone(),
-            callee: call.answered_by.as_ref().map_or(call.callee.clone(), |t| t.to_string()),
+            callee: call
+                .answered_by
+                .as_ref()
+                .map_or(call.callee.clone(), |t| t.to_string()),
             start_unix: unix(call.started),
             answer_unix: call.answered_at.map(|(t, _)| unix(t)),
             end_unix: unix(end),
@@ -580,7 +774,11 @@ impl B2bua {
 
     /// Drops an ended call once its dialplan task has finished too.
     fn forget_if_done(&mut self, id: u64) {
-        if self.calls.get(&id).is_some_and(|c| c.ended.is_some() && c.route_done) {
+        if self
+            .calls
+            .get(&id)
+            .is_some_and(|c| c.ended.is_some() && c.route_done)
+        {
             self.forget(id);
         }
     }
@@ -601,10 +799,21 @@ impl B2bua {
                 let relay = c.media.relay.as_ref();
                 let a_media = c.a.offer.rtp_addr(0);
                 CallSummary {
-                    call_id: c.a.invite.call_id().map(|s| s.to_string()).unwrap_or_default(),
+                    call_id: c
+                        .a
+                        .invite
+                        .call_id()
+                        .map(|s| s.to_string())
+                        .unwrap_or_default(),
                     caller: c.caller.clone(),
                     callee: c.callee.clone(),
-                    state: if c.b.is_some() { "bridged" } else if c.is_answered() { "answered" } else { "ringing" },
+                    state: if c.b.is_some() {
+                        "bridged"
+                    } else if c.is_answered() {
+                        "answered"
+                    } else {
+                        "ringing"
+                    },
                     started_unix: unix(c.started),
                     answered_unix: c.answered_at.map(|(t, _)| unix(t)),
                     a_leg: LegSummary {
@@ -623,7 +832,12 @@ impl B2bua {
                         remote_media: None,
                         packets_in: relay.map(|r| r.stats(Side::B).rtp_packets),
                     }),
-                    ringing: c.branches.iter().filter(|b| b.done.is_none()).map(|b| b.target.to_string()).collect(),
+                    ringing: c
+                        .branches
+                        .iter()
+                        .filter(|b| b.done.is_none())
+                        .map(|b| b.target.to_string())
+                        .collect(),
                 }
             })
             .collect()
@@ -631,17 +845,23 @@ impl B2bua {
 
     /// Starts the bridge once both legs' SDP is known, or points it at new addresses.
     fn update_relay(&mut self, id: u64, side: Side, sdp: &Sdp) {
-        let Some(call) = self.calls.get_mut(&id) else { return };
+        let Some(call) = self.calls.get_mut(&id) else {
+            return;
+        };
         let (rtp, rtcp) = (sdp.rtp_addr(0), sdp.rtcp_addr(0));
         if call.media.relay.is_none() {
-            let (Some(a), Some(b)) = (call.media.a_ports.take(), call.media.b_ports.take()) else { return };
+            let (Some(a), Some(b)) = (call.media.a_ports.take(), call.media.b_ports.take()) else {
+                return;
+            };
             match Relay::start(a, b, RelayConfig::default()) {
                 Ok(relay) => {
                     relay.set_remote(Side::A, call.a.offer.rtp_addr(0), call.a.offer.rtcp_addr(0));
                     call.media.relay = Some(relay);
                 }
                 Err(e) => {
-                    call.span.in_scope(|| tracing::error!(error = %e, "could not start the media relay"));
+                    call.span.in_scope(
+                        || tracing::error!(error = %e, "could not start the media relay"),
+                    );
                     return;
                 }
             }

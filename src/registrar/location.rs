@@ -25,8 +25,17 @@ pub(super) struct Entry {
 /// port is where the phone listens (phones and test tools may send from another port).
 /// A Contact on any other IP is never used, so behind NAT the reachable address wins
 /// and nobody can point us at a third party.
-pub(super) fn delivery_peer(contact: &Uri, transport: TransportKind, source: std::net::SocketAddr, conn: Option<u64>) -> Peer {
-    let mut peer = Peer { transport, addr: source, conn };
+pub(super) fn delivery_peer(
+    contact: &Uri,
+    transport: TransportKind,
+    source: std::net::SocketAddr,
+    conn: Option<u64>,
+) -> Peer {
+    let mut peer = Peer {
+        transport,
+        addr: source,
+        conn,
+    };
     if transport == TransportKind::Udp
         && let Some(sip) = contact.as_sip()
         && sip.host.ip().map(|ip| ip.to_canonical()) == Some(source.ip().to_canonical())
@@ -262,18 +271,31 @@ mod tests {
     use super::*;
 
     fn peer(contact: &str, transport: TransportKind, source: &str) -> Peer {
-        delivery_peer(&Uri::parse_str(contact).unwrap(), transport, source.parse().unwrap(), Some(3))
+        delivery_peer(
+            &Uri::parse_str(contact).unwrap(),
+            transport,
+            source.parse().unwrap(),
+            Some(3),
+        )
     }
 
     #[test]
     fn natted_contacts_are_reached_at_the_source() {
-        let p = peer("sip:1001@192.168.1.20:5060", TransportKind::Udp, "203.0.113.9:40111");
+        let p = peer(
+            "sip:1001@192.168.1.20:5060",
+            TransportKind::Udp,
+            "203.0.113.9:40111",
+        );
         assert_eq!(p.addr, "203.0.113.9:40111".parse().unwrap());
     }
 
     #[test]
     fn a_contact_on_the_source_ip_keeps_its_port() {
-        let p = peer("sip:1001@127.0.0.1:5070", TransportKind::Udp, "127.0.0.1:40111");
+        let p = peer(
+            "sip:1001@127.0.0.1:5070",
+            TransportKind::Udp,
+            "127.0.0.1:40111",
+        );
         assert_eq!(p.addr, "127.0.0.1:5070".parse().unwrap());
         let p = peer("sip:1001@127.0.0.1", TransportKind::Udp, "127.0.0.1:40111");
         assert_eq!(p.addr.port(), 5060);
@@ -281,7 +303,11 @@ mod tests {
 
     #[test]
     fn streams_go_back_on_their_connection() {
-        let p = peer("sip:1001@127.0.0.1:5070;transport=tcp", TransportKind::Tcp, "127.0.0.1:40111");
+        let p = peer(
+            "sip:1001@127.0.0.1:5070;transport=tcp",
+            TransportKind::Tcp,
+            "127.0.0.1:40111",
+        );
         assert_eq!((p.addr.port(), p.conn), (40111, Some(3)));
     }
 }

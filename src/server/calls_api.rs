@@ -22,11 +22,19 @@ struct CallsState {
     ports: Arc<PortAllocator>,
 }
 
-pub fn routes(shards: Vec<mpsc::UnboundedSender<ShardQuery>>, store: Store, ports: Arc<PortAllocator>) -> Router {
+pub fn routes(
+    shards: Vec<mpsc::UnboundedSender<ShardQuery>>,
+    store: Store,
+    ports: Arc<PortAllocator>,
+) -> Router {
     Router::new()
         .route("/api/calls", get(calls))
         .route("/api/cdrs", get(cdrs))
-        .with_state(CallsState { shards: Arc::new(shards), store, ports })
+        .with_state(CallsState {
+            shards: Arc::new(shards),
+            store,
+            ports,
+        })
 }
 
 async fn calls(State(s): State<CallsState>) -> Result<Json<serde_json::Value>, ApiError> {
@@ -39,7 +47,9 @@ async fn calls(State(s): State<CallsState>) -> Result<Json<serde_json::Value>, A
             all.extend(calls);
         }
     }
-    Ok(Json(serde_json::json!({ "calls": all, "media_ports_in_use": s.ports.in_use() })))
+    Ok(Json(
+        serde_json::json!({ "calls": all, "media_ports_in_use": s.ports.in_use() }),
+    ))
 }
 
 #[derive(Deserialize)]
@@ -49,13 +59,22 @@ struct CdrQuery {
     format: Option<String>,
 }
 
-async fn cdrs(State(s): State<CallsState>, Query(q): Query<CdrQuery>) -> Result<Response, ApiError> {
+async fn cdrs(
+    State(s): State<CallsState>,
+    Query(q): Query<CdrQuery>,
+) -> Result<Response, ApiError> {
     let store = s.store.clone();
     let limit = q.limit.unwrap_or(100);
     let rows = tokio::task::spawn_blocking(move || store.list_cdrs(limit, q.after))
         .await
-        .map_err(|e| ApiError { status: StatusCode::INTERNAL_SERVER_ERROR, message: e.to_string() })?
-        .map_err(|e| ApiError { status: StatusCode::INTERNAL_SERVER_ERROR, message: e.to_string() })?;
+        .map_err(|e| ApiError {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            message: e.to_string(),
+        })?
+        .map_err(|e| ApiError {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            message: e.to_string(),
+        })?;
     match q.format.as_deref() {
         Some("csv") => Ok(([(header::CONTENT_TYPE, "text/csv")], to_csv(&rows)).into_response()),
         None | Some("json") => {
@@ -69,13 +88,18 @@ async fn cdrs(State(s): State<CallsState>, Query(q): Query<CdrQuery>) -> Result<
                 .collect();
             Ok(Json(serde_json::json!({ "cdrs": records })).into_response())
         }
-        Some(other) => Err(ApiError { status: StatusCode::BAD_REQUEST, message: format!("unknown format {other:?}; use json or csv") }),
+        Some(other) => Err(ApiError {
+            status: StatusCode::BAD_REQUEST,
+            message: format!("unknown format {other:?}; use json or csv"),
+        }),
     }
 }
 
 /// RFC 4180 CSV with a header row.
 pub fn to_csv(rows: &[(u64, Cdr)]) -> String {
-    let mut out = String::from("id,call_id,caller,callee,start_unix,answer_unix,end_unix,duration_secs,disposition,hangup_by,hangup_cause\r\n");
+    let mut out = String::from(
+        "id,call_id,caller,callee,start_unix,answer_unix,end_unix,duration_secs,disposition,hangup_by,hangup_cause\r\n",
+    );
     for (id, c) in rows {
         let fields = [
             id.to_string(),
@@ -86,8 +110,14 @@ pub fn to_csv(rows: &[(u64, Cdr)]) -> String {
             c.answer_unix.map(|a| a.to_string()).unwrap_or_default(),
             c.end_unix.to_string(),
             c.duration_secs.to_string(),
-            serde_json::to_value(c.disposition).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default(),
-            serde_json::to_value(c.hangup_by).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default(),
+            serde_json::to_value(c.disposition)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default(),
+            serde_json::to_value(c.hangup_by)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default(),
             c.hangup_cause.clone(),
         ];
         let line: Vec<String> = fields.iter().map(|f| csv_field(f)).collect();
@@ -98,7 +128,11 @@ pub fn to_csv(rows: &[(u64, Cdr)]) -> String {
 }
 
 fn csv_field(f: &str) -> String {
-    if f.contains([',', '"', '\r', '\n']) { format!("\"{}\"", f.replace('"', "\"\"")) } else { f.to_string() }
+    if f.contains([',', '"', '\r', '\n']) {
+        format!("\"{}\"", f.replace('"', "\"\""))
+    } else {
+        f.to_string()
+    }
 }
 
 #[cfg(test)]
@@ -122,6 +156,9 @@ mod tests {
         };
         let csv = to_csv(&[(7, cdr)]);
         let row = csv.lines().nth(1).unwrap();
-        assert_eq!(row, r#"7,"a,b",1000,1001,1,,3,0,busy,system,"said ""busy""""#);
+        assert_eq!(
+            row,
+            r#"7,"a,b",1000,1001,1,,3,0,busy,system,"said ""busy""""#
+        );
     }
 }

@@ -52,8 +52,19 @@ pub struct ShardInputs {
 }
 
 impl Shard {
-    pub fn new(index: usize, ctx: Arc<CoreContext>, transactions: TransactionLayer, b2bua: B2bua) -> Shard {
-        Shard { index, ctx, transactions, b2bua, pings: HashMap::new() }
+    pub fn new(
+        index: usize,
+        ctx: Arc<CoreContext>,
+        transactions: TransactionLayer,
+        b2bua: B2bua,
+    ) -> Shard {
+        Shard {
+            index,
+            ctx,
+            transactions,
+            b2bua,
+            pings: HashMap::new(),
+        }
     }
 
     /// Runs until shutdown, or until every receive task has gone.
@@ -62,7 +73,11 @@ impl Shard {
         // Only shard 0 does the registrar's housekeeping: it is shared by all shards.
         let mut housekeeping = tokio::time::interval(HOUSEKEEPING);
         loop {
-            let deadline = [self.transactions.poll_timeout(), self.b2bua.next_deadline()].into_iter().flatten().min().map(Instant::from_std);
+            let deadline = [self.transactions.poll_timeout(), self.b2bua.next_deadline()]
+                .into_iter()
+                .flatten()
+                .min()
+                .map(Instant::from_std);
             tokio::select! {
                 msg = inputs.inbound.recv() => match msg {
                     Some(m) => self.on_inbound(m),
@@ -86,8 +101,17 @@ impl Shard {
 
     fn on_inbound(&mut self, inbound: Inbound) {
         let now = std::time::Instant::now();
-        let user_agent = inbound.message.headers().get(Known::UserAgent).map(|u| u.as_str());
-        if self.ctx.registrar.security().admit(SystemTime::now(), inbound.source.addr.ip(), user_agent) == Admission::Drop {
+        let user_agent = inbound
+            .message
+            .headers()
+            .get(Known::UserAgent)
+            .map(|u| u.as_str());
+        if self.ctx.registrar.security().admit(
+            SystemTime::now(),
+            inbound.source.addr.ip(),
+            user_agent,
+        ) == Admission::Drop
+        {
             self.ctx.hub.stats.dropped.inc();
             return;
         }
@@ -114,13 +138,20 @@ impl Shard {
 
     fn on_event(&mut self, event: Event) {
         match event {
-            Event::Request { key, source, request } => self.on_request(key, source, request),
-            Event::Ack { invite, request, .. } => self.b2bua.on_ack(invite, &request),
+            Event::Request {
+                key,
+                source,
+                request,
+            } => self.on_request(key, source, request),
+            Event::Ack {
+                invite, request, ..
+            } => self.b2bua.on_ack(invite, &request),
             Event::Response { key, response } => {
                 if let Some((ping, sent)) = self.pings.remove(&key) {
                     self.ctx.registrar.ping_result(&ping, Some(sent.elapsed()));
                 } else {
-                    self.b2bua.on_response(&mut self.transactions, key, response);
+                    self.b2bua
+                        .on_response(&mut self.transactions, key, response);
                 }
             }
             Event::Timeout { key, .. } | Event::TransportError { key } => {
@@ -147,30 +178,50 @@ impl Shard {
         match req.method {
             Method::Options if !in_dialog => {
                 let mut resp = self.response(&req, 200);
-                resp.headers.push(Known::Allow, self.ctx.caps.allow_header());
+                resp.headers
+                    .push(Known::Allow, self.ctx.caps.allow_header());
                 resp.headers.push(Known::Accept, crate::sip::checks::ACCEPT);
-                resp.headers.push(Known::Supported, self.ctx.caps.supported_header());
+                resp.headers
+                    .push(Known::Supported, self.ctx.caps.supported_header());
                 resp.headers.push(Known::AcceptLanguage, "en");
                 self.respond(key, resp);
             }
             Method::Register => {
-                let resp = self.ctx.registrar.handle_register(SystemTime::now(), &req, source);
+                let resp = self
+                    .ctx
+                    .registrar
+                    .handle_register(SystemTime::now(), &req, source);
                 self.respond(key, resp);
             }
             Method::Cancel => self.b2bua.on_cancel(&mut self.transactions, key, req),
             _ if in_dialog => {
                 // Requests inside a dialog were authenticated when it was made.
-                if !self.b2bua.on_in_dialog(&mut self.transactions, key, source, req.clone()) {
+                if !self
+                    .b2bua
+                    .on_in_dialog(&mut self.transactions, key, source, req.clone())
+                {
                     let resp = self.response(&req, 481);
                     self.respond(key, resp);
                 }
             }
-            Method::Invite => match self.ctx.registrar.authenticate_request(SystemTime::now(), &req, source) {
-                AuthVerdict::Reply(resp) => self.respond(key, resp),
-                AuthVerdict::Authenticated { extension } => {
-                    self.b2bua.on_invite(&mut self.transactions, key, source, req, Some(extension));
+            Method::Invite => {
+                match self
+                    .ctx
+                    .registrar
+                    .authenticate_request(SystemTime::now(), &req, source)
+                {
+                    AuthVerdict::Reply(resp) => self.respond(key, resp),
+                    AuthVerdict::Authenticated { extension } => {
+                        self.b2bua.on_invite(
+                            &mut self.transactions,
+                            key,
+                            source,
+                            req,
+                            Some(extension),
+                        );
+                    }
                 }
-            },
+            }
             // BYE, UPDATE, INFO and the like only make sense inside a dialog.
             _ => {
                 let resp = self.response(&req, 481);
@@ -186,9 +237,13 @@ impl Shard {
         let _ = self.ctx.registrar.security().purge(now);
         for ping in self.ctx.registrar.due_pings(now) {
             let req = self.ping_request(&ping.request_uri, &ping.peer);
-            match self.transactions.send_request(std::time::Instant::now(), ping.peer, req) {
+            match self
+                .transactions
+                .send_request(std::time::Instant::now(), ping.peer, req)
+            {
                 Ok(key) => {
-                    self.pings.insert(key, (ping.key, std::time::Instant::now()));
+                    self.pings
+                        .insert(key, (ping.key, std::time::Instant::now()));
                 }
                 Err(e) => tracing::debug!(error = %e, "keep-alive ping not sent"),
             }
@@ -199,13 +254,29 @@ impl Shard {
     fn ping_request(&self, uri: &Uri, peer: &Peer) -> Request {
         let mut req = Request::new(Method::Options, uri.clone());
         let transport = format!("{:?}", peer.transport).to_ascii_uppercase();
-        req.headers.push(Known::Via, format!("SIP/2.0/{transport} {};rport;branch={}", self.ctx.hub.local_sent_by(peer), crate::sip::transaction::new_branch()));
+        req.headers.push(
+            Known::Via,
+            format!(
+                "SIP/2.0/{transport} {};rport;branch={}",
+                self.ctx.hub.local_sent_by(peer),
+                crate::sip::transaction::new_branch()
+            ),
+        );
         req.headers.push(Known::MaxForwards, "70");
-        req.headers.push(Known::From, format!("<sip:switchboard@{}>;tag={}", self.ctx.hub.local_sent_by(peer), crate::sip::dialog::new_tag()));
+        req.headers.push(
+            Known::From,
+            format!(
+                "<sip:switchboard@{}>;tag={}",
+                self.ctx.hub.local_sent_by(peer),
+                crate::sip::dialog::new_tag()
+            ),
+        );
         req.headers.push(Known::To, format!("<{uri}>"));
-        req.headers.push(Known::CallId, new_call_id(&format!("sb{}-", self.index)));
+        req.headers
+            .push(Known::CallId, new_call_id(&format!("sb{}-", self.index)));
         req.headers.push(Known::CSeq, "1 OPTIONS");
-        req.headers.push(Known::UserAgent, self.ctx.user_agent.as_str());
+        req.headers
+            .push(Known::UserAgent, self.ctx.user_agent.as_str());
         req
     }
 
@@ -213,12 +284,16 @@ impl Shard {
     fn response(&self, req: &Request, status: u16) -> Response {
         let mut resp = Response::to_request(req, status, reason_phrase(status));
         resp.set_to_tag(&stateless_tag(&req.headers));
-        resp.headers.push(Known::Server, self.ctx.user_agent.as_str());
+        resp.headers
+            .push(Known::Server, self.ctx.user_agent.as_str());
         resp
     }
 
     fn respond(&mut self, key: TxKey, resp: Response) {
-        if let Err(e) = self.transactions.send_response(std::time::Instant::now(), key, resp) {
+        if let Err(e) = self
+            .transactions
+            .send_response(std::time::Instant::now(), key, resp)
+        {
             tracing::debug!(%key, error = %e, "response not sent");
         }
     }

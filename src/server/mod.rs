@@ -6,19 +6,19 @@ mod routing;
 
 use crate::admin::Stats;
 use crate::admin::{self, AdminState};
-use crate::config::{Config, Listen};
-use crate::sip::checks::Capabilities;
-use crate::sip::transaction::{TimerConfig, TransactionLayer};
-use crate::transport::{Dispatcher, Hub};
 use crate::b2bua::{B2bua, B2buaContext, CdrSink};
+use crate::config::{Config, Listen};
 use crate::media::{PortAllocator, PortRange};
 use crate::registrar::{Registrar, RegistrarSettings};
+use crate::sip::checks::Capabilities;
+use crate::sip::transaction::{TimerConfig, TransactionLayer};
 use crate::store::Store;
+use crate::transport::{Dispatcher, Hub};
 use core::{CoreContext, Shard, ShardInputs};
-use std::time::{Duration, SystemTime};
-use tokio::sync::mpsc;
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 use tokio::signal::unix::{Signal, SignalKind, signal};
+use tokio::sync::mpsc;
 use tokio::sync::watch;
 
 #[derive(Debug, Clone, Default)]
@@ -48,11 +48,23 @@ pub async fn run(
     let mut signals = ShutdownSignals::install()?;
     let (stop, stopped) = watch::channel(false);
     let stats = Arc::new(Stats::default());
-    let store = Store::open(&config.storage.dir).map_err(|e| format!("storage.dir {}: {e}", config.storage.dir.display()))?;
-    let registrar = Arc::new(Registrar::new(SystemTime::now(), &config, RegistrarSettings::default(), store.clone())?);
+    let store = Store::open(&config.storage.dir)
+        .map_err(|e| format!("storage.dir {}: {e}", config.storage.dir.display()))?;
+    let registrar = Arc::new(Registrar::new(
+        SystemTime::now(),
+        &config,
+        RegistrarSettings::default(),
+        store.clone(),
+    )?);
     let shards = std::thread::available_parallelism().map_or(2, |n| n.get());
     let (dispatcher, queues) = Dispatcher::new(shards);
-    let (hub, listeners) = Hub::bind(&config.sip.listen, stats.clone(), opts.sip_trace, dispatcher).await?;
+    let (hub, listeners) = Hub::bind(
+        &config.sip.listen,
+        stats.clone(),
+        opts.sip_trace,
+        dispatcher,
+    )
+    .await?;
     let mut bound = Vec::new();
     for l in &listeners {
         let (transport, addr) = l.local_addr()?;
@@ -62,7 +74,10 @@ pub async fn run(
     // Media sockets listen on every IPv4 interface; SDP names the one each phone uses.
     let ports = Arc::new(PortAllocator::new(
         std::net::IpAddr::from([0, 0, 0, 0]),
-        PortRange { first: config.media.rtp_ports.start, last: config.media.rtp_ports.end },
+        PortRange {
+            first: config.media.rtp_ports.start,
+            last: config.media.rtp_ports.end,
+        },
     ));
     let (cdrs, cdr_writer) = CdrSink::start(store.clone());
     let ctx = Arc::new(CoreContext {
@@ -83,7 +98,11 @@ pub async fn run(
         t2: config.sip.t2,
         media_timeout: Duration::from_secs(60),
     });
-    let timers = TimerConfig { t1: config.sip.t1, t2: config.sip.t2, t4: config.sip.t4 };
+    let timers = TimerConfig {
+        t1: config.sip.t1,
+        t2: config.sip.t2,
+        t4: config.sip.t4,
+    };
     let mut shard_tasks = Vec::new();
     let mut shard_queries = Vec::new();
     for (i, inbound) in queues.into_iter().enumerate() {
@@ -92,7 +111,12 @@ pub async fn run(
         shard_queries.push(query_tx);
         let b2bua = B2bua::new(i, b2bua_ctx.clone(), command_tx);
         let shard = Shard::new(i, ctx.clone(), TransactionLayer::new(timers), b2bua);
-        let inputs = ShardInputs { inbound, commands, queries, shutdown: stopped.clone() };
+        let inputs = ShardInputs {
+            inbound,
+            commands,
+            queries,
+            shutdown: stopped.clone(),
+        };
         shard_tasks.push(tokio::spawn(shard.run(inputs)));
     }
     drop(b2bua_ctx);

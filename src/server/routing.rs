@@ -14,7 +14,10 @@ pub fn starter(_config: &Config) -> Result<RouteStarter, String> {
     Ok(Arc::new(|mut handle: CallHandle| {
         tokio::spawn(async move {
             let dest = handle.info().request_uri.clone();
-            let user = crate::sip::Uri::parse_str(&dest).ok().and_then(|u| u.user().map(str::to_string)).unwrap_or_default();
+            let user = crate::sip::Uri::parse_str(&dest)
+                .ok()
+                .and_then(|u| u.user().map(str::to_string))
+                .unwrap_or_default();
             let result = handle
                 .dial(DialRequest {
                     targets: vec![DialTarget::Extension(user)],

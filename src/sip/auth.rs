@@ -1223,9 +1223,18 @@ mod tests {
         let ch = auth.challenge(NOW, REALM, DigestAlgorithm::Md5, false);
         let c = answer(&ch, "secret", "sip:other.example.com", 1);
         assert_eq!(check(&c), Outcome::Rejected(Rejection::UriMismatch));
-        assert!(same_uri("sip:pbx.example.com:5060", "sip:1001@pbx.example.com:5060"));
-        assert!(!same_uri("sip:pbx.example.com:5070", "sip:1001@pbx.example.com:5060"));
-        assert!(!same_uri("sip:other@pbx.example.com:5060", "sip:1001@pbx.example.com:5060"));
+        assert!(same_uri(
+            "sip:pbx.example.com:5060",
+            "sip:1001@pbx.example.com:5060"
+        ));
+        assert!(!same_uri(
+            "sip:pbx.example.com:5070",
+            "sip:1001@pbx.example.com:5060"
+        ));
+        assert!(!same_uri(
+            "sip:other@pbx.example.com:5060",
+            "sip:1001@pbx.example.com:5060"
+        ));
         // An equivalent spelling of the Request-URI is the same resource.
         let c = answer(&ch, "secret", "sip:PBX.Example.COM", 1);
         assert_eq!(check(&c), Outcome::Authenticated);

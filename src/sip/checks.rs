@@ -176,8 +176,11 @@ pub fn rejection_response(req: &Request, rejection: &Rejection) -> Response {
 /// keeps using the first To tag it saw).
 pub fn stateless_tag(headers: &Headers) -> String {
     use std::hash::{BuildHasher, Hash, Hasher};
-    static KEY: std::sync::OnceLock<std::collections::hash_map::RandomState> = std::sync::OnceLock::new();
-    let mut h = KEY.get_or_init(std::collections::hash_map::RandomState::new).build_hasher();
+    static KEY: std::sync::OnceLock<std::collections::hash_map::RandomState> =
+        std::sync::OnceLock::new();
+    let mut h = KEY
+        .get_or_init(std::collections::hash_map::RandomState::new)
+        .build_hasher();
     headers.get(Known::CallId).hash(&mut h);
     let from_tag = headers.get(Known::From).and_then(|f| {
         let f = super::name_addr::NameAddr::parse(f, f).ok()?;

@@ -57,7 +57,10 @@ impl Store {
     /// Appends several records in one write transaction (one disk sync), returning
     /// their ids in order: the CDR writer batches what queued while it last wrote.
     pub fn append_cdrs(&self, cdrs: &[Cdr]) -> StoreResult<Vec<u64>> {
-        let rows = cdrs.iter().map(|c| encode(NAME, c)).collect::<StoreResult<Vec<_>>>()?;
+        let rows = cdrs
+            .iter()
+            .map(|c| encode(NAME, c))
+            .collect::<StoreResult<Vec<_>>>()?;
         self.write(|txn| {
             let mut meta = txn.open_table(META)?;
             let first = meta.get(NEXT_ID_KEY)?.map_or(1, |v| v.value());

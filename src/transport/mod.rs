@@ -137,7 +137,14 @@ impl Hub {
         let mut listening = Vec::new();
         for l in &listeners {
             let (t, addr) = l.local_addr().map_err(|e| e.to_string())?;
-            listening.push((if t == Transport::Tcp { TransportKind::Tcp } else { TransportKind::Udp }, addr));
+            listening.push((
+                if t == Transport::Tcp {
+                    TransportKind::Tcp
+                } else {
+                    TransportKind::Udp
+                },
+                addr,
+            ));
         }
         let hub = Arc::new(Hub {
             udp,
@@ -347,7 +354,11 @@ pub fn route_source_ip(ip: IpAddr) -> IpAddr {
     if ip.is_loopback() {
         return ip;
     }
-    let bind = if ip.is_ipv6() { SocketAddr::from(([0u16; 8], 0)) } else { SocketAddr::from(([0, 0, 0, 0], 0)) };
+    let bind = if ip.is_ipv6() {
+        SocketAddr::from(([0u16; 8], 0))
+    } else {
+        SocketAddr::from(([0, 0, 0, 0], 0))
+    };
     std::net::UdpSocket::bind(bind)
         .and_then(|s| {
             s.connect((ip, 9))?;
