@@ -192,7 +192,11 @@ fn status_secrets_missing_endpoints_and_signal_shutdown() {
     );
     assert!(!stdout(&out).contains("2001"), "{}", stdout(&out));
 
-    for (command, key) in [("registrations", "\"registrations\""), ("bans", "\"bans\""), ("calls", "\"calls\"")] {
+    for (command, key) in [
+        ("registrations", "\"registrations\""),
+        ("bans", "\"bans\""),
+        ("calls", "\"calls\""),
+    ] {
         let out = config.switchboard(&[command]);
         assert!(out.status.success(), "{command}: {}", stderr(&out));
         assert!(stdout(&out).contains(key), "{command}: {}", stdout(&out));
