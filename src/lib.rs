@@ -5,6 +5,7 @@
 
 pub mod admin;
 pub mod config;
+pub mod dialplan;
 pub mod server;
 pub mod sip;
 pub mod store;
