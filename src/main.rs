@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use switchboard::admin::client::{AdminClient, ClientError};
 use switchboard::config::{self, Config};
+use switchboard::dialplan::{self, Dialplan};
 use switchboard::server::{self, RunOptions};
 use tracing_subscriber::EnvFilter;
 
@@ -37,8 +38,13 @@ enum Command {
         #[arg(long)]
         sip_trace: bool,
     },
-    /// Validate the config (and, later, the dialplans) without starting anything.
+    /// Validate the config and the dialplans without starting anything.
     Check,
+    /// Check or test the Lua dialplans in `[dialplan] dir`.
+    Dialplan {
+        #[command(subcommand)]
+        command: DialplanCommand,
+    },
     /// Show the running server's version, uptime, listeners and counters.
     Status,
     /// List registered contacts.
@@ -56,6 +62,15 @@ enum Command {
     Reload,
     /// Show the passwords generated for extensions that have none in the config.
     Secrets,
+}
+
+#[derive(Subcommand)]
+enum DialplanCommand {
+    /// Compile every script and run default.lua's top level; report the first error as
+    /// file:line: message.
+    Check,
+    /// Run the simulated calls in the dialplan folder's tests/*.lua.
+    Test,
 }
 
 fn main() -> ExitCode {
@@ -93,6 +108,12 @@ fn execute(cli: Cli) -> Result<(), String> {
     match cli.command {
         Command::Run { sip_trace } => run(config, RunOptions { sip_trace }),
         Command::Check => check(&config),
+        Command::Dialplan {
+            command: DialplanCommand::Check,
+        } => dialplan_check(&config),
+        Command::Dialplan {
+            command: DialplanCommand::Test,
+        } => dialplan_test(&config),
         Command::Secrets => secrets(&config),
         Command::Status => admin_call(&config, "status", |c| c.get("/api/status")),
         Command::Registrations => {
@@ -126,15 +147,47 @@ fn check(config: &Config) -> Result<(), String> {
     Ok(())
 }
 
-/// Hook for the dialplan engine (issue 5): load and compile every script in
-/// `dialplan.dir` and report the first error as `file:line: message`. Until that engine
-/// exists there is nothing to compile, so this says so instead of pretending.
+/// `switchboard check`'s part for the dialplans. A config whose dialplan folder does not
+/// exist is still checked (and passes) with a warning, so a config can be validated
+/// before its dialplans are in place; `dialplan check` insists on the folder.
 fn check_dialplans(config: &Config) -> Result<(), String> {
+    let dir = &config.dialplan.dir;
+    if !dir.exists() {
+        println!(
+            "dialplans: {} does not exist: `switchboard run` needs it",
+            dir.display()
+        );
+        return Ok(());
+    }
+    dialplan_check(config)
+}
+
+fn dialplan_check(config: &Config) -> Result<(), String> {
+    let plan = Dialplan::load(&config.dialplan.dir).map_err(|e| e.to_string())?;
     println!(
-        "dialplans in {}: not checked (this build has no dialplan engine yet)",
-        config.dialplan.dir.display()
+        "dialplans in {}: OK ({})",
+        plan.dir().display(),
+        plan.files().join(", ")
     );
     Ok(())
+}
+
+fn dialplan_test(config: &Config) -> Result<(), String> {
+    let dir = &config.dialplan.dir;
+    let report = dialplan::harness::run_tests(dir).map_err(|e| e.to_string())?;
+    if report.files.is_empty() {
+        println!(
+            "no tests: add *.lua files to {}",
+            dir.join(dialplan::harness::TESTS_DIR).display()
+        );
+        return Ok(());
+    }
+    println!("{report}");
+    if report.success() {
+        Ok(())
+    } else {
+        Err(format!("{} dialplan tests failed", report.failed()))
+    }
 }
 
 /// Reads the secrets file directly rather than asking the server: the file's 0600 mode
@@ -217,6 +270,19 @@ mod tests {
         assert_eq!(b.log_level.as_deref(), Some("debug"));
         let run = Cli::try_parse_from(["switchboard", "run", "--sip-trace"]).unwrap();
         assert!(matches!(run.command, Command::Run { sip_trace: true }));
+    }
+
+    #[test]
+    fn dialplan_subcommands_parse() {
+        let cli = Cli::try_parse_from(["switchboard", "dialplan", "test", "-c", "a.toml"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Dialplan {
+                command: DialplanCommand::Test
+            }
+        ));
+        assert_eq!(cli.config, Some(PathBuf::from("a.toml")));
+        assert!(Cli::try_parse_from(["switchboard", "dialplan"]).is_err());
     }
 
     #[test]
