@@ -19,21 +19,54 @@ fn config(drop_scanners: bool) -> String {
 }
 
 fn bans(server: &Server) -> serde_json::Value {
-    let out = Command::new(env!("CARGO_BIN_EXE_switchboard")).args(["bans", "--config"]).arg(&server.config).output().expect("cli");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args(["bans", "--config"])
+        .arg(&server.config)
+        .output()
+        .expect("cli");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).expect("JSON")
 }
 
 fn banned(server: &Server, ip: &str) -> bool {
-    bans(server)["bans"].as_array().is_some_and(|b| b.iter().any(|x| x["address"] == ip))
+    bans(server)["bans"]
+        .as_array()
+        .is_some_and(|b| b.iter().any(|x| x["address"] == ip))
 }
 
 /// A SIPp REGISTER with the right password from `ip`; true when it got its 200.
 fn phone_registers(server: &Server, ip: &str) -> bool {
     let scenario = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sipp/register.xml");
     let out = Command::new(require_tool("sipp", "sip-tester"))
-        .args(["-sf", scenario, "-i", ip, "-p", &common::free_port().to_string(), "-s", "1000", "-au", "1000", "-ap", PASSWORD])
-        .args(["-set", "contact_port", "5099", "-m", "1", "-nostdin", "-timeout", "10s", "-timeout_error"])
+        .args([
+            "-sf",
+            scenario,
+            "-i",
+            ip,
+            "-p",
+            &common::free_port().to_string(),
+            "-s",
+            "1000",
+            "-au",
+            "1000",
+            "-ap",
+            PASSWORD,
+        ])
+        .args([
+            "-set",
+            "contact_port",
+            "5099",
+            "-m",
+            "1",
+            "-nostdin",
+            "-timeout",
+            "10s",
+            "-timeout_error",
+        ])
         .arg(server.sip.to_string())
         .output()
         .expect("sipp");
@@ -50,20 +83,40 @@ fn svcrack_finds_nothing_gets_banned_and_a_real_phone_keeps_registering() {
     words.push(PASSWORD.to_string());
     std::fs::write(&dict, words.join("\n") + "\n").expect("dictionary");
 
-    assert!(phone_registers(&server, "127.0.0.2"), "the phone registers before the attack");
+    assert!(
+        phone_registers(&server, "127.0.0.2"),
+        "the phone registers before the attack"
+    );
     let out = Command::new("timeout")
         .arg("90")
         .arg(svcrack)
         .args(["-u", "1000", "-d"])
         .arg(&dict)
-        .args(["-b", "127.0.0.1", "-p", &server.sip.port().to_string(), "127.0.0.1"])
+        .args([
+            "-b",
+            "127.0.0.1",
+            "-p",
+            &server.sip.port().to_string(),
+            "127.0.0.1",
+        ])
         .output()
         .expect("svcrack");
-    let report = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    assert!(!report.contains(PASSWORD), "svcrack cracked the password:\n{report}");
-    assert!(banned(&server, "127.0.0.1"), "the attacker is not banned: {}", bans(&server));
+    let report =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !report.contains(PASSWORD),
+        "svcrack cracked the password:\n{report}"
+    );
+    assert!(
+        banned(&server, "127.0.0.1"),
+        "the attacker is not banned: {}",
+        bans(&server)
+    );
     assert!(!banned(&server, "127.0.0.2"));
-    assert!(phone_registers(&server, "127.0.0.2"), "the phone registers after the attack");
+    assert!(
+        phone_registers(&server, "127.0.0.2"),
+        "the phone registers after the attack"
+    );
 }
 
 #[test]
@@ -73,11 +126,29 @@ fn svwar_with_its_own_user_agent_is_dropped_and_banned_at_once() {
     let out = Command::new("timeout")
         .arg("90")
         .arg(svwar)
-        .args(["-e", "990-1010", "-m", "REGISTER", "-b", "127.0.0.1", "-p", &server.sip.port().to_string(), "127.0.0.1"])
+        .args([
+            "-e",
+            "990-1010",
+            "-m",
+            "REGISTER",
+            "-b",
+            "127.0.0.1",
+            "-p",
+            &server.sip.port().to_string(),
+            "127.0.0.1",
+        ])
         .output()
         .expect("svwar");
-    let report = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    assert!(!report.contains("| 1000 "), "svwar found extension 1000:\n{report}");
-    assert!(common::wait_until(Duration::from_secs(5), || banned(&server, "127.0.0.1")), "svwar's source is not banned: {}", bans(&server));
+    let report =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !report.contains("| 1000 "),
+        "svwar found extension 1000:\n{report}"
+    );
+    assert!(
+        common::wait_until(Duration::from_secs(5), || banned(&server, "127.0.0.1")),
+        "svwar's source is not banned: {}",
+        bans(&server)
+    );
     assert!(phone_registers(&server, "127.0.0.2"));
 }
