@@ -62,6 +62,15 @@ enum Command {
     Reload,
     /// Show the passwords generated for extensions that have none in the config.
     Secrets,
+    /// List call detail records, newest last.
+    Cdr {
+        /// How many records, counting back from the newest.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = CdrFormat::Json)]
+        format: CdrFormat,
+    },
 }
 
 #[derive(Subcommand)]
@@ -115,6 +124,7 @@ fn execute(cli: Cli) -> Result<(), String> {
             command: DialplanCommand::Test,
         } => dialplan_test(&config),
         Command::Secrets => secrets(&config),
+        Command::Cdr { limit, format } => cdr(&config, limit, format),
         Command::Status => admin_call(&config, "status", |c| c.get("/api/status")),
         Command::Registrations => {
             admin_call(&config, "registrations", |c| c.get("/api/registrations"))
@@ -219,6 +229,40 @@ fn secrets(config: &Config) -> Result<(), String> {
 }
 
 /// Calls the running server's admin API at `[admin] listen` and prints the JSON answer.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum CdrFormat {
+    Json,
+    Csv,
+}
+
+/// `switchboard cdr`: the records come as JSON from the admin API; CSV is made here
+/// with the same writer the API's `?format=csv` uses.
+fn cdr(config: &Config, limit: usize, format: CdrFormat) -> Result<(), String> {
+    let path = format!("/api/cdrs?limit={limit}");
+    match format {
+        CdrFormat::Json => admin_call(config, "cdr", |c| c.get(&path)),
+        CdrFormat::Csv => {
+            let client = AdminClient::new(config.admin.listen);
+            let json = client
+                .get(&path)
+                .map_err(|e| format!("`switchboard cdr`: {e}"))?;
+            let rows: Vec<(u64, switchboard::store::Cdr)> = json["cdrs"]
+                .as_array()
+                .map(|records| {
+                    records
+                        .iter()
+                        .filter_map(|r| {
+                            Some((r["id"].as_u64()?, serde_json::from_value(r.clone()).ok()?))
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            print!("{}", switchboard::store::cdrs_to_csv(&rows));
+            Ok(())
+        }
+    }
+}
+
 fn admin_call(
     config: &Config,
     command: &str,

@@ -172,6 +172,26 @@ fn a_thousand_calls_between_registered_extensions_all_bridge_and_leave_nothing_b
         assert_eq!(r["hangup_by"], "caller", "{r}");
         assert!(r["answer_unix"].is_u64(), "{r}");
     }
+    // The CLI exports the same records as CSV: a header and one row per call.
+    let out = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args(["cdr", "--format", "csv", "--limit", "5000", "--config"])
+        .arg(&server.config)
+        .output()
+        .expect("cli");
+    let csv = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(csv.starts_with("id,call_id,caller,callee,"), "{csv}");
+    assert_eq!(csv.lines().count(), 1001);
+    assert_eq!(
+        csv.lines()
+            .filter(|l| l.contains(",1000,1001,") && l.contains(",answered,caller,"))
+            .count(),
+        1000
+    );
     // Nothing left behind: no live call, every media port released.
     let ok = common::wait_until(Duration::from_secs(10), || {
         let calls = admin_json(&server, "calls");
