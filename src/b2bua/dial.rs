@@ -231,7 +231,8 @@ impl B2bua {
             cancel_pending: false,
         });
         self.by_client_tx.insert(key, id);
-        self.by_dialog.insert(dialog_key, (id, Side::B));
+        self.by_dialog.insert(dialog_key.clone(), (id, Side::B));
+        call.dialog_keys.push(dialog_key);
         true
     }
 
