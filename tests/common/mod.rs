@@ -325,3 +325,18 @@ pub fn admin_json(server: &Server, command: &str) -> serde_json::Value {
     );
     serde_json::from_slice(&out.stdout).expect("JSON")
 }
+
+/// The torture messages and what the server must do with each
+/// (tests/fixtures/torture-expect.tsv): full path and expectation.
+pub fn expectations() -> Vec<(String, String)> {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
+    std::fs::read_to_string(format!("{dir}/torture-expect.tsv"))
+        .expect("table")
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.starts_with("file\t") && !l.is_empty())
+        .map(|l| {
+            let (f, e) = l.split_once('\t').expect("two columns");
+            (format!("{dir}/conformance/{f}"), e.to_string())
+        })
+        .collect()
+}
