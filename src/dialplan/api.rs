@@ -1,9 +1,10 @@
-//! The `call` object a script gets: the call's facts as plain tables, and the argument
-//! checking and result tables of the operations (`call:dial{...}` and friends). The
-//! operations themselves run in the engine (see `run.rs`), which owns the call.
+//! The Rust side of the script's `call` object (the prelude in `sandbox.rs` builds the
+//! object itself): its headers, the argument checking and result tables of the
+//! operations (`call:dial{...}` and friends). The operations themselves run in the
+//! engine (see `run.rs`), which owns the call.
 
 use super::VarValue;
-use super::call::{CallInfo, CallerId, DialRequest, DialResult, DialTarget, Party, Strategy};
+use super::call::{CallerId, DialRequest, DialResult, DialTarget, Strategy};
 use crate::sip::Uri;
 use mlua::{Lua, MultiValue, Table, Value};
 use std::collections::BTreeMap;
@@ -32,44 +33,25 @@ const RESERVED_HEADERS: [&str; 14] = [
     "www-authenticate",
 ];
 
-/// The table behind the script's `call`: facts only; the prelude adds the methods.
-pub(crate) fn call_table(lua: &Lua, info: &CallInfo) -> mlua::Result<Table> {
-    let t = lua.create_table()?;
-    t.set("id", info.id.as_str())?;
-    t.set("from", party(lua, &info.from)?)?;
-    t.set("to", party(lua, &info.to)?)?;
-    t.set("request_uri", info.request_uri.as_str())?;
-    let headers = lua.create_table()?;
-    let all = lua.create_table_with_capacity(info.headers.len(), 0)?;
-    for (name, value) in &info.headers {
+/// `call.headers` (lowercase name to first value) and `call.all_headers` (every
+/// header as `{name = ..., value = ...}`, in order).
+pub(crate) fn header_tables(
+    lua: &Lua,
+    headers: &[(String, String)],
+) -> mlua::Result<(Table, Table)> {
+    let first = lua.create_table()?;
+    let all = lua.create_table_with_capacity(headers.len(), 0)?;
+    for (name, value) in headers {
         let lower = name.to_ascii_lowercase();
-        if !headers.contains_key(lower.as_str())? {
-            headers.set(lower, value.as_str())?;
+        if !first.contains_key(lower.as_str())? {
+            first.raw_set(lower, value.as_str())?;
         }
         let h = lua.create_table_with_capacity(0, 2)?;
-        h.set("name", name.as_str())?;
-        h.set("value", value.as_str())?;
-        all.push(h)?;
+        h.raw_set("name", name.as_str())?;
+        h.raw_set("value", value.as_str())?;
+        all.raw_push(h)?;
     }
-    t.set("headers", headers)?;
-    t.set("all_headers", all)?;
-    let source = lua.create_table_with_capacity(0, 2)?;
-    source.set("ip", info.source.ip().to_string())?;
-    source.set("port", info.source.port())?;
-    t.set("source", source)?;
-    t.set("transport", info.transport.as_str())?;
-    t.set("auth_user", info.auth_user.as_deref())?;
-    t.set("vars", lua.create_table()?)?;
-    Ok(t)
-}
-
-fn party(lua: &Lua, p: &Party) -> mlua::Result<Table> {
-    let t = lua.create_table_with_capacity(0, 4)?;
-    t.set("user", p.user.as_str())?;
-    t.set("display", p.display.as_deref())?;
-    t.set("uri", p.uri.as_str())?;
-    t.set("host", p.host.as_str())?;
-    Ok(t)
+    Ok((first, all))
 }
 
 /// What a script asked the call to do.
@@ -371,11 +353,11 @@ fn describe(v: &Value) -> String {
 /// The table `call:dial` returns.
 pub(crate) fn dial_result_table(lua: &Lua, r: &DialResult) -> mlua::Result<Table> {
     let t = lua.create_table_with_capacity(0, 5)?;
-    t.set("answered", r.answered())?;
-    t.set("status", r.status.as_str())?;
-    t.set("sip_code", r.sip_code)?;
-    t.set("answered_by", r.answered_by.as_ref().map(|t| t.to_string()))?;
-    t.set("duration", r.duration.as_secs_f64())?;
+    t.raw_set("answered", r.answered())?;
+    t.raw_set("status", r.status.as_str())?;
+    t.raw_set("sip_code", r.sip_code)?;
+    t.raw_set("answered_by", r.answered_by.as_ref().map(|t| t.to_string()))?;
+    t.raw_set("duration", r.duration.as_secs_f64())?;
     Ok(t)
 }
 
