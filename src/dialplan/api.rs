@@ -80,6 +80,7 @@ pub(crate) fn parse_op(values: MultiValue) -> Result<Op, String> {
         "reject" => {
             let code = match arg() {
                 Value::Integer(c) if (400..=699).contains(&c) => c as u16,
+                Value::Number(n) if n.fract() == 0.0 && (400.0..=699.0).contains(&n) => n as u16,
                 other => {
                     return Err(format!(
                         "call:reject(code, reason): code must be a SIP status 400 to 699, got {}",
@@ -131,8 +132,8 @@ fn parse_dial(spec: Value) -> Result<DialRequest, String> {
         headers: Vec::new(),
     };
     let table = match spec {
-        Value::String(s) => {
-            request.targets.push(parse_target(&s.to_string_lossy())?);
+        target @ (Value::String(_) | Value::Integer(_)) => {
+            request.targets.push(target_value(target)?);
             return Ok(request);
         }
         Value::Table(t) => t,
@@ -145,28 +146,14 @@ fn parse_dial(spec: Value) -> Result<DialRequest, String> {
     };
     for item in table.sequence_values::<Value>() {
         match item.map_err(|e| e.to_string())? {
-            Value::String(s) => request.targets.push(parse_target(&s.to_string_lossy())?),
             Value::Table(group) => {
                 for member in group.sequence_values::<Value>() {
-                    match member.map_err(|e| e.to_string())? {
-                        Value::String(s) => {
-                            request.targets.push(parse_target(&s.to_string_lossy())?)
-                        }
-                        other => {
-                            return Err(format!(
-                                "call:dial: group members must be strings, got {}",
-                                describe(&other)
-                            ));
-                        }
-                    }
+                    request
+                        .targets
+                        .push(target_value(member.map_err(|e| e.to_string())?)?);
                 }
             }
-            other => {
-                return Err(format!(
-                    "call:dial: targets must be strings or lists of strings, got {}",
-                    describe(&other)
-                ));
-            }
+            other => request.targets.push(target_value(other)?),
         }
     }
     let length = table.raw_len();
@@ -224,6 +211,18 @@ fn parse_dial(spec: Value) -> Result<DialRequest, String> {
         return Err(format!("call:dial: at most {MAX_TARGETS} targets"));
     }
     Ok(request)
+}
+
+/// A target as a script wrote it: a string, or a number for an extension.
+fn target_value(v: Value) -> Result<DialTarget, String> {
+    match v {
+        Value::String(s) => parse_target(&s.to_string_lossy()),
+        Value::Integer(i) => parse_target(&i.to_string()),
+        other => Err(format!(
+            "call:dial: targets are strings (or lists of them), got {}",
+            describe(&other)
+        )),
+    }
 }
 
 /// `sip:` and `sips:` URIs are dialed as they are; anything else names an extension.
@@ -479,7 +478,8 @@ mod tests {
                 "return 'dial', {'1001', caller_id = {nmae = 'x'}}",
                 "not \"nmae\"",
             ),
-            ("return 'dial', {{1001}}", "group members must be strings"),
+            ("return 'dial', {{true}}", "targets are strings"),
+            ("return 'dial', {1001.5}", "targets are strings"),
             ("return 'reject', 200", "400 to 699, got 200"),
             ("return 'reject', 486, {}", "reason must be a string"),
             ("return 'redirect', 'bob'", "not a sip:, sips: or tel: URI"),
@@ -497,6 +497,14 @@ mod tests {
             Ok(Op::Reject(486, Some("Busy Here".into())))
         );
         assert_eq!(op(&lua, "return 'reject', 404"), Ok(Op::Reject(404, None)));
+        assert_eq!(
+            op(&lua, "return 'reject', 404.0"),
+            Ok(Op::Reject(404, None))
+        );
+        assert_eq!(
+            op(&lua, "return 'dial', {1001}"),
+            op(&lua, "return 'dial', {'1001'}")
+        );
         assert_eq!(
             op(&lua, "return 'redirect', 'sip:1001@pbx.example.com'"),
             Ok(Op::Redirect("sip:1001@pbx.example.com".into()))

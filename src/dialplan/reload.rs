@@ -256,10 +256,17 @@ mod tests {
         let (answer, client) = post(client).await.unwrap();
         assert_eq!(answer.unwrap()["dialplan"]["version"], 2);
 
-        fs::write(dir.path().join("default.lua"), "function route(call)\n  call:dial(\nend").unwrap();
+        fs::write(
+            dir.path().join("default.lua"),
+            "function route(call)\n  call:dial(\nend",
+        )
+        .unwrap();
         let (answer, client) = post(client).await.unwrap();
         match answer {
-            Err(ClientError::Status { status: 422, message }) => {
+            Err(ClientError::Status {
+                status: 422,
+                message,
+            }) => {
                 let at = format!("{}:3:", dir.path().join("default.lua").display());
                 assert!(message.contains("the running version stays"), "{message}");
                 assert!(message.contains(&at), "{message}");
