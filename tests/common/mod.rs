@@ -74,31 +74,8 @@ impl Server {
                 .display(),
         );
         std::fs::write(&config, text).expect("write config");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
-            .args(["run", "--config"])
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start switchboard");
-        let stderr = child.stderr.take().expect("stderr");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut ready_sent = false;
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if std::env::var_os("SB_TEST_LOG").is_some() {
-                    eprintln!("[switchboard] {line}");
-                }
-                if !ready_sent && line.contains("admin API listening") {
-                    ready_sent = true;
-                    let _ = tx.send(());
-                }
-            }
-        });
-        rx.recv_timeout(Duration::from_secs(30))
-            .expect("switchboard did not start");
         Server {
-            child,
+            child: spawn_ready(&config),
             sip: SocketAddr::from(([127, 0, 0, 1], port)),
             admin: SocketAddr::from(([127, 0, 0, 1], admin_port)),
             dir,
@@ -106,10 +83,51 @@ impl Server {
         }
     }
 
+    /// Stops the server with SIGTERM and starts it again on the same config and data.
+    pub fn restart(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let status = self.child.wait().expect("wait");
+        assert!(
+            status.success(),
+            "switchboard did not stop cleanly: {status}"
+        );
+        self.child = spawn_ready(&self.config);
+    }
+
     /// True while the process runs.
     pub fn alive(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
     }
+}
+
+/// Starts `switchboard run` on `config` and waits until its admin API listens.
+fn spawn_ready(config: &std::path::Path) -> Child {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args(["run", "--config"])
+        .arg(config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start switchboard");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut ready_sent = false;
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if std::env::var_os("SB_TEST_LOG").is_some() {
+                eprintln!("[switchboard] {line}");
+            }
+            if !ready_sent && line.contains("admin API listening") {
+                ready_sent = true;
+                let _ = tx.send(());
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(30))
+        .expect("switchboard did not start");
+    child
 }
 
 impl Drop for Server {
