@@ -4,7 +4,12 @@
 //! no clock reads); `transport` and the rest are thin tokio shells around them.
 
 pub mod admin;
+pub mod b2bua;
 pub mod config;
+pub mod dialplan;
+pub mod media;
+pub mod registrar;
+pub mod sdp;
 pub mod server;
 pub mod sip;
 pub mod store;

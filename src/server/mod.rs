@@ -1,16 +1,24 @@
 //! `switchboard run`: starts every part of the server and stops them on SIGINT/SIGTERM.
 
+mod calls_api;
 mod core;
+mod routing;
 
 use crate::admin::Stats;
 use crate::admin::{self, AdminState};
+use crate::b2bua::{B2bua, B2buaContext, CdrSink};
 use crate::config::{Config, Listen};
+use crate::media::{PortAllocator, PortRange};
+use crate::registrar::{Registrar, RegistrarSettings};
 use crate::sip::checks::Capabilities;
 use crate::sip::transaction::{TimerConfig, TransactionLayer};
+use crate::store::Store;
 use crate::transport::{Dispatcher, Hub};
-use core::{CoreContext, Shard};
+use core::{CoreContext, Shard, ShardInputs};
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 use tokio::signal::unix::{Signal, SignalKind, signal};
+use tokio::sync::mpsc;
 use tokio::sync::watch;
 
 #[derive(Debug, Clone, Default)]
@@ -40,6 +48,14 @@ pub async fn run(
     let mut signals = ShutdownSignals::install()?;
     let (stop, stopped) = watch::channel(false);
     let stats = Arc::new(Stats::default());
+    let store = Store::open(&config.storage.dir)
+        .map_err(|e| format!("storage.dir {}: {e}", config.storage.dir.display()))?;
+    let registrar = Arc::new(Registrar::new(
+        SystemTime::now(),
+        &config,
+        RegistrarSettings::default(),
+        store.clone(),
+    )?);
     let shards = std::thread::available_parallelism().map_or(2, |n| n.get());
     let (dispatcher, queues) = Dispatcher::new(shards);
     let (hub, listeners) = Hub::bind(
@@ -55,10 +71,32 @@ pub async fn run(
         tracing::info!(transport = transport.as_str(), %addr, "SIP listening");
         bound.push(Listen { transport, addr });
     }
+    // Media sockets listen on every IPv4 interface; SDP names the one each phone uses.
+    let ports = Arc::new(PortAllocator::new(
+        std::net::IpAddr::from([0, 0, 0, 0]),
+        PortRange {
+            first: config.media.rtp_ports.start,
+            last: config.media.rtp_ports.end,
+        },
+    ));
+    let (cdrs, cdr_writer) = CdrSink::start(store.clone());
     let ctx = Arc::new(CoreContext {
         hub: hub.clone(),
         caps: Capabilities::pbx(),
         user_agent: config.sip.user_agent.clone(),
+        registrar: registrar.clone(),
+    });
+    let b2bua_ctx = Arc::new(B2buaContext {
+        registrar: registrar.clone(),
+        ports: ports.clone(),
+        cdrs,
+        route: routing::starter(&config)?,
+        public_address: config.media.public_address,
+        hub: hub.clone(),
+        user_agent: config.sip.user_agent.clone(),
+        t1: config.sip.t1,
+        t2: config.sip.t2,
+        media_timeout: Duration::from_secs(60),
     });
     let timers = TimerConfig {
         t1: config.sip.t1,
@@ -66,21 +104,31 @@ pub async fn run(
         t4: config.sip.t4,
     };
     let mut shard_tasks = Vec::new();
-    for (i, queue) in queues.into_iter().enumerate() {
-        let shard = Shard::new(i, ctx.clone(), TransactionLayer::new(timers));
-        shard_tasks.push(tokio::spawn(shard.run(queue, stopped.clone())));
+    let mut shard_queries = Vec::new();
+    for (i, inbound) in queues.into_iter().enumerate() {
+        let (command_tx, commands) = mpsc::unbounded_channel();
+        let (query_tx, queries) = mpsc::unbounded_channel();
+        shard_queries.push(query_tx);
+        let b2bua = B2bua::new(i, b2bua_ctx.clone(), command_tx);
+        let shard = Shard::new(i, ctx.clone(), TransactionLayer::new(timers), b2bua);
+        let inputs = ShardInputs {
+            inbound,
+            commands,
+            queries,
+            shutdown: stopped.clone(),
+        };
+        shard_tasks.push(tokio::spawn(shard.run(inputs)));
     }
+    drop(b2bua_ctx);
     hub.start(listeners, stopped.clone());
 
     let mut state = AdminState::new(&config, bound);
     state.stats = stats;
     let state = Arc::new(state);
-    let admin = admin::serve(
-        config.admin.listen,
-        admin::router(state),
-        wait_for_stop(stopped),
-    )
-    .await?;
+    let routes = admin::router(state)
+        .merge(crate::registrar::admin_routes(registrar.clone()))
+        .merge(calls_api::routes(shard_queries, store.clone(), ports));
+    let admin = admin::serve(config.admin.listen, routes, wait_for_stop(stopped)).await?;
 
     let signal_name = signals.recv().await;
     tracing::info!(signal = signal_name, "shutting down");
@@ -90,6 +138,8 @@ pub async fn run(
     for t in shard_tasks {
         let _ = t.await;
     }
+    // The shards held the last CDR senders: the writer drains what is queued and ends.
+    let _ = cdr_writer.await;
     tracing::info!("stopped");
     Ok(())
 }

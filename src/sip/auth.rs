@@ -784,12 +784,21 @@ fn parse_nc(nc: &str) -> Option<u32> {
 
 /// The digest `uri` names the Request-URI: the same string, or an equivalent SIP URI
 /// (RFC 3261 §19.1.4) for clients that re-serialize it (case of host, escapes).
+/// The digest `uri` names the Request-URI (RFC 7616 §3.4.6). Also accepted: the
+/// Request-URI's host and port without its user part, which is what SIPp's
+/// `[authentication]` sends for every request; the response still covers that uri,
+/// so it can't be replayed against another server.
 fn same_uri(digest_uri: &str, request_uri: &str) -> bool {
-    digest_uri == request_uri
-        || matches!(
-            (Uri::parse_str(digest_uri), Uri::parse_str(request_uri)),
-            (Ok(a), Ok(b)) if a.equivalent(&b)
-        )
+    if digest_uri == request_uri {
+        return true;
+    }
+    match (Uri::parse_str(digest_uri), Uri::parse_str(request_uri)) {
+        (Ok(a), Ok(b)) if a.equivalent(&b) => true,
+        (Ok(Uri::Sip(a)), Ok(Uri::Sip(b))) => {
+            a.user.is_none() && a.secure == b.secure && a.host.same_as(&b.host) && a.port == b.port
+        }
+        _ => false,
+    }
 }
 
 #[cfg(test)]
@@ -1214,6 +1223,18 @@ mod tests {
         let ch = auth.challenge(NOW, REALM, DigestAlgorithm::Md5, false);
         let c = answer(&ch, "secret", "sip:other.example.com", 1);
         assert_eq!(check(&c), Outcome::Rejected(Rejection::UriMismatch));
+        assert!(same_uri(
+            "sip:pbx.example.com:5060",
+            "sip:1001@pbx.example.com:5060"
+        ));
+        assert!(!same_uri(
+            "sip:pbx.example.com:5070",
+            "sip:1001@pbx.example.com:5060"
+        ));
+        assert!(!same_uri(
+            "sip:other@pbx.example.com:5060",
+            "sip:1001@pbx.example.com:5060"
+        ));
         // An equivalent spelling of the Request-URI is the same resource.
         let c = answer(&ch, "secret", "sip:PBX.Example.COM", 1);
         assert_eq!(check(&c), Outcome::Authenticated);

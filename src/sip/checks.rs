@@ -169,14 +169,25 @@ pub fn rejection_response(req: &Request, rejection: &Rejection) -> Response {
     r
 }
 
-/// A To tag for stateless answers: a hash of the top Via and Call-ID, so every
-/// retransmission of a request gets the same tag.
+/// Our To tag for a caller's Call-ID and From tag: a keyed hash, so it is the same for
+/// every request of that caller's call and unguessable without the process's random
+/// key. A retransmission gets the same tag, and so does an INVITE re-sent with
+/// credentials after a 407: the dialog it creates keeps the tag the 407 carried (SIPp
+/// keeps using the first To tag it saw).
 pub fn stateless_tag(headers: &Headers) -> String {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    headers.list(Known::Via).next().hash(&mut h);
+    use std::hash::{BuildHasher, Hash, Hasher};
+    static KEY: std::sync::OnceLock<std::collections::hash_map::RandomState> =
+        std::sync::OnceLock::new();
+    let mut h = KEY
+        .get_or_init(std::collections::hash_map::RandomState::new)
+        .build_hasher();
     headers.get(Known::CallId).hash(&mut h);
-    format!("sb{:x}", h.finish())
+    let from_tag = headers.get(Known::From).and_then(|f| {
+        let f = super::name_addr::NameAddr::parse(f, f).ok()?;
+        f.tag().map(str::to_string)
+    });
+    from_tag.hash(&mut h);
+    format!("sb{:016x}", h.finish())
 }
 
 #[cfg(test)]

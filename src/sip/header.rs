@@ -4,6 +4,7 @@
 //! (including compact forms) are also mapped to a [`Known`] tag so lookups don't
 //! compare strings.
 
+use super::params::split_unquoted;
 use super::text::SipStr;
 
 macro_rules! known_headers {
@@ -227,12 +228,8 @@ impl Headers {
 
     /// Every element of a list header across all its lines, split at top-level commas.
     pub fn list(&self, k: Known) -> impl Iterator<Item = SipStr> + '_ {
-        self.get_all(k).flat_map(|v| {
-            split_list(v)
-                .into_iter()
-                .map(|part| v.slice_ref(part))
-                .collect::<Vec<_>>()
-        })
+        self.get_all(k)
+            .flat_map(|v| split_list(v).map(|part| v.slice_ref(part)))
     }
 
     pub fn count(&self, k: Known) -> usize {
@@ -289,12 +286,16 @@ impl Headers {
             return;
         };
         let value = self.0[i].value.clone();
-        let parts = split_list(&value);
-        if parts.len() <= 1 {
-            self.0.remove(i);
-        } else {
-            let rest_start = parts[1].as_ptr() as usize - value.as_ptr() as usize;
-            self.0[i].value = value.slice_ref(&value[rest_start..]);
+        let mut parts = split_list(&value);
+        parts.next();
+        match parts.next() {
+            Some(second) => {
+                let rest_start = second.as_ptr() as usize - value.as_ptr() as usize;
+                self.0[i].value = value.slice_ref(&value[rest_start..]);
+            }
+            None => {
+                self.0.remove(i);
+            }
         }
     }
 }
@@ -309,29 +310,8 @@ impl<'a> IntoIterator for &'a Headers {
 
 /// Splits a header value at commas outside quoted strings and `<...>`, trimming
 /// whitespace around each element. Empty elements are kept so validation can see them.
-pub fn split_list(value: &str) -> Vec<&str> {
-    let bytes = value.as_bytes();
-    let mut parts = Vec::new();
-    let mut start = 0;
-    let mut in_quotes = false;
-    let mut in_angle = false;
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'\\' if in_quotes => i += 1,
-            b'"' => in_quotes = !in_quotes,
-            b'<' if !in_quotes => in_angle = true,
-            b'>' if !in_quotes => in_angle = false,
-            b',' if !in_quotes && !in_angle => {
-                parts.push(value[start..i].trim());
-                start = i + 1;
-            }
-            _ => {}
-        }
-        i += 1;
-    }
-    parts.push(value[start..].trim());
-    parts
+pub fn split_list(value: &str) -> impl Iterator<Item = &str> {
+    split_unquoted(value, b',').map(str::trim)
 }
 
 #[cfg(test)]
@@ -356,11 +336,14 @@ mod tests {
     #[test]
     fn split_list_respects_quotes_and_angles() {
         assert_eq!(
-            split_list(r#""a, b" <sip:x@y;p=1,2>;q=1 , <sip:z>"#),
+            split_list(r#""a, b" <sip:x@y;p=1,2>;q=1 , <sip:z>"#).collect::<Vec<_>>(),
             vec![r#""a, b" <sip:x@y;p=1,2>;q=1"#, "<sip:z>"]
         );
-        assert_eq!(split_list("a,,b"), vec!["a", "", "b"]);
-        assert_eq!(split_list(r#""x\"," , y"#), vec![r#""x\",""#, "y"]);
+        assert_eq!(split_list("a,,b").collect::<Vec<_>>(), vec!["a", "", "b"]);
+        assert_eq!(
+            split_list(r#""x\"," , y"#).collect::<Vec<_>>(),
+            vec![r#""x\",""#, "y"]
+        );
     }
 
     #[test]

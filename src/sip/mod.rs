@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod checks;
+pub mod dialog;
 pub mod header;
 pub mod message;
 pub mod method;

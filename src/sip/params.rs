@@ -98,7 +98,7 @@ pub fn parse_params(src: &SipStr, text: &str, syntax: ParamSyntax) -> Result<Par
     if text.is_empty() {
         return Ok(Params(params));
     }
-    for raw in split_params(text) {
+    for raw in split_unquoted(text, b';') {
         let raw = if syntax == ParamSyntax::Header {
             raw.trim_matches(is_lws)
         } else {
@@ -143,25 +143,53 @@ pub fn parse_params(src: &SipStr, text: &str, syntax: ParamSyntax) -> Result<Par
     Ok(Params(params))
 }
 
-/// Splits at `;` outside quoted strings.
-fn split_params(text: &str) -> Vec<&str> {
-    let mut out = Vec::new();
-    let bytes = text.as_bytes();
-    let (mut start, mut quoted, mut i) = (0, false, 0);
-    while i < bytes.len() {
-        match bytes[i] {
-            b'\\' if quoted => i += 1,
-            b'"' => quoted = !quoted,
-            b';' if !quoted => {
-                out.push(&text[start..i]);
-                start = i + 1;
-            }
-            _ => {}
-        }
-        i += 1;
+/// Splits `text` at `delim` where it stands outside quoted strings and `<...>`: the
+/// one splitter behind comma-separated header lists and `;` parameter lists. Pieces are
+/// not trimmed; empty pieces are kept so validation can see them.
+pub fn split_unquoted(text: &str, delim: u8) -> SplitUnquoted<'_> {
+    SplitUnquoted {
+        text,
+        delim,
+        pos: 0,
+        done: false,
     }
-    out.push(&text[start..]);
-    out
+}
+
+pub struct SplitUnquoted<'a> {
+    text: &'a str,
+    delim: u8,
+    pos: usize,
+    done: bool,
+}
+
+impl<'a> Iterator for SplitUnquoted<'a> {
+    type Item = &'a str;
+
+    fn next(&mut self) -> Option<&'a str> {
+        if self.done {
+            return None;
+        }
+        let bytes = self.text.as_bytes();
+        let (mut quoted, mut angle) = (false, false);
+        let mut i = self.pos;
+        while i < bytes.len() {
+            match bytes[i] {
+                b'\\' if quoted => i += 1,
+                b'"' => quoted = !quoted,
+                b'<' if !quoted => angle = true,
+                b'>' if !quoted => angle = false,
+                b if b == self.delim && !quoted && !angle => {
+                    let piece = &self.text[self.pos..i];
+                    self.pos = i + 1;
+                    return Some(piece);
+                }
+                _ => {}
+            }
+            i += 1;
+        }
+        self.done = true;
+        Some(&self.text[self.pos.min(self.text.len())..])
+    }
 }
 
 pub fn is_lws(c: char) -> bool {

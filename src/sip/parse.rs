@@ -8,6 +8,7 @@ use super::method::Method;
 use super::params::{SyntaxError, is_token};
 use super::text::SipStr;
 use super::uri::Uri;
+use super::via::Via;
 use bytes::Bytes;
 use memchr::memchr;
 
@@ -319,15 +320,28 @@ const SINGLE_VALUED: [Known; 8] = [
     Known::ContentLength,
 ];
 
+/// True when one of [`SINGLE_VALUED`] appears more than once; one pass over the headers.
+fn appears_twice(headers: &Headers) -> bool {
+    let mut seen = [false; SINGLE_VALUED.len()];
+    for h in headers.iter() {
+        let Some(k) = h.name.known() else { continue };
+        if let Some(i) = SINGLE_VALUED.iter().position(|s| *s == k) {
+            if seen[i] {
+                return true;
+            }
+            seen[i] = true;
+        }
+    }
+    false
+}
+
 /// Request checks beyond syntax: the mandatory headers (RFC 3261 §8.1.1) exist once
 /// and parse, the Request-URI scheme is one we serve, CSeq agrees with the method.
 /// Returns the status to answer with.
 pub fn validate_request(req: &Request) -> Result<(), (u16, &'static str)> {
     let bad = |e: SyntaxError| (400, e.0);
-    for k in SINGLE_VALUED {
-        if req.headers.count(k) > 1 {
-            return Err((400, "header must appear once"));
-        }
+    if appears_twice(&req.headers) {
+        return Err((400, "header must appear once"));
     }
     if req.call_id().is_none_or(|c| c.is_empty()) {
         return Err((400, "missing Call-ID"));
@@ -335,8 +349,12 @@ pub fn validate_request(req: &Request) -> Result<(), (u16, &'static str)> {
     let cseq = req.cseq().map_err(bad)?;
     req.from().map_err(bad)?;
     req.to().map_err(bad)?;
-    let vias = req.vias().map_err(bad)?;
-    if vias.is_empty() {
+    let mut vias = 0;
+    for v in req.headers.list(Known::Via) {
+        Via::parse(&v, &v).map_err(bad)?;
+        vias += 1;
+    }
+    if vias == 0 {
         return Err((400, "missing Via"));
     }
     if let Some(mf) = req.max_forwards() {
@@ -381,10 +399,8 @@ pub fn validate_request(req: &Request) -> Result<(), (u16, &'static str)> {
 
 /// A response we can't match to a transaction is useless; these must parse.
 fn validate_response(resp: &Response) -> Result<(), SyntaxError> {
-    for k in SINGLE_VALUED {
-        if resp.headers.count(k) > 1 {
-            return Err(SyntaxError("header must appear once"));
-        }
+    if appears_twice(&resp.headers) {
+        return Err(SyntaxError("header must appear once"));
     }
     resp.top_via()?;
     resp.cseq()?;

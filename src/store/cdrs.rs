@@ -50,13 +50,29 @@ pub struct Cdr {
 impl Store {
     /// Appends a record; returns its id (ids start at 1).
     pub fn append_cdr(&self, cdr: &Cdr) -> StoreResult<u64> {
-        let json = encode(NAME, cdr)?;
+        let ids = self.append_cdrs(std::slice::from_ref(cdr))?;
+        Ok(ids.first().copied().unwrap_or_default())
+    }
+
+    /// Appends several records in one write transaction (one disk sync), returning
+    /// their ids in order: the CDR writer batches what queued while it last wrote.
+    pub fn append_cdrs(&self, cdrs: &[Cdr]) -> StoreResult<Vec<u64>> {
+        let rows = cdrs
+            .iter()
+            .map(|c| encode(NAME, c))
+            .collect::<StoreResult<Vec<_>>>()?;
         self.write(|txn| {
             let mut meta = txn.open_table(META)?;
-            let id = meta.get(NEXT_ID_KEY)?.map_or(1, |v| v.value());
-            meta.insert(NEXT_ID_KEY, id + 1)?;
-            txn.open_table(TABLE)?.insert(id, json.as_str())?;
-            Ok(id)
+            let first = meta.get(NEXT_ID_KEY)?.map_or(1, |v| v.value());
+            let mut table = txn.open_table(TABLE)?;
+            let mut ids = Vec::with_capacity(rows.len());
+            for (i, json) in rows.iter().enumerate() {
+                let id = first + i as u64;
+                table.insert(id, json.as_str())?;
+                ids.push(id);
+            }
+            meta.insert(NEXT_ID_KEY, first + rows.len() as u64)?;
+            Ok(ids)
         })
     }
 

@@ -98,6 +98,8 @@ struct Stream {
 /// Every listening socket and open connection; the core sends through it.
 pub struct Hub {
     udp: Vec<Arc<UdpSocket>>,
+    /// Every listener's bound address, for Via sent-by and Contact.
+    listening: Vec<(TransportKind, SocketAddr)>,
     streams: Mutex<StreamTable>,
     next_conn: AtomicU64,
     pub stats: Arc<Stats>,
@@ -120,7 +122,7 @@ impl Hub {
         dispatcher: Dispatcher,
     ) -> Result<(Arc<Hub>, Vec<Listener>), String> {
         let mut udp = Vec::new();
-        let mut listeners = Vec::new();
+        let mut listeners: Vec<Listener> = Vec::new();
         for (i, l) in listen.iter().enumerate() {
             let bound = match l.transport {
                 Transport::Udp => udp::bind(l.addr).map(|s| {
@@ -132,8 +134,21 @@ impl Hub {
             };
             listeners.push(bound.map_err(|e| format!("sip.listen[{i}] ({l}): {e}"))?);
         }
+        let mut listening = Vec::new();
+        for l in &listeners {
+            let (t, addr) = l.local_addr().map_err(|e| e.to_string())?;
+            listening.push((
+                if t == Transport::Tcp {
+                    TransportKind::Tcp
+                } else {
+                    TransportKind::Udp
+                },
+                addr,
+            ));
+        }
         let hub = Arc::new(Hub {
             udp,
+            listening,
             streams: Mutex::new(StreamTable::default()),
             next_conn: AtomicU64::new(1),
             stats,
@@ -199,6 +214,30 @@ impl Hub {
                 }
             }
         }
+    }
+
+    /// Our address as `peer` sees it: the IP of the listener for its transport and
+    /// family, or, for a wildcard listener, the source address the kernel routes
+    /// towards the peer from.
+    pub fn local_addr_for(&self, peer: &Peer) -> SocketAddr {
+        let v6 = peer.addr.ip().to_canonical().is_ipv6();
+        let listener = self
+            .listening
+            .iter()
+            .find(|(t, a)| *t == peer.transport && a.is_ipv6() == v6)
+            .or_else(|| self.listening.iter().find(|(t, _)| *t == peer.transport))
+            .map(|(_, a)| *a);
+        let port = listener.map_or(5060, |a| a.port());
+        let ip = match listener.map(|a| a.ip()) {
+            Some(ip) if !ip.is_unspecified() => ip,
+            _ => route_source_ip(peer.addr.ip()),
+        };
+        SocketAddr::new(ip, port)
+    }
+
+    /// `host:port` for a Via sent-by or Contact towards `peer`.
+    pub fn local_sent_by(&self, peer: &Peer) -> String {
+        self.local_addr_for(peer).to_string()
     }
 
     /// The UDP socket to send from: the first listener of the destination's family.
@@ -307,6 +346,25 @@ impl Listener {
             Listener::Tcp(t) => Ok((Transport::Tcp, t.local_addr()?)),
         }
     }
+}
+
+/// The local address the kernel would send from towards `ip` (a connected UDP socket
+/// sends nothing); loopback peers get loopback.
+pub fn route_source_ip(ip: IpAddr) -> IpAddr {
+    if ip.is_loopback() {
+        return ip;
+    }
+    let bind = if ip.is_ipv6() {
+        SocketAddr::from(([0u16; 8], 0))
+    } else {
+        SocketAddr::from(([0, 0, 0, 0], 0))
+    };
+    std::net::UdpSocket::bind(bind)
+        .and_then(|s| {
+            s.connect((ip, 9))?;
+            s.local_addr()
+        })
+        .map_or(ip, |a| a.ip())
 }
 
 /// RFC 3261 §18.2.1 and RFC 3581: record where the request really came from in its

@@ -65,7 +65,7 @@ pub use hop::{ack_for, cancel_for};
 pub use peer::{Peer, TransportKind};
 pub use timers::{Timer, TimerConfig};
 
-use crate::sip::{Method, Request, Response};
+use crate::sip::{Method, Request, Response, SipStr};
 use bytes::Bytes;
 use matching::{ClientMatch, ServerMatch};
 use std::cmp::Reverse;
@@ -206,6 +206,10 @@ pub struct TransactionLayer {
     config: TimerConfig,
     transactions: HashMap<TxKey, Transaction>,
     server_index: HashMap<ServerMatch, TxKey>,
+    /// INVITE server transactions by Call-ID, From tag and CSeq number: finds the
+    /// transaction of an ACK for a non-2xx that carries a new branch, as SIPp's
+    /// scenarios send it (see [`TransactionLayer::match_server`]).
+    invites_by_dialog: HashMap<(SipStr, Option<String>, u32), TxKey>,
     client_index: HashMap<ClientMatch, TxKey>,
     deadlines: BinaryHeap<Reverse<Deadline>>,
     out: VecDeque<Output>,
@@ -218,6 +222,7 @@ impl TransactionLayer {
             config,
             transactions: HashMap::new(),
             server_index: HashMap::new(),
+            invites_by_dialog: HashMap::new(),
             client_index: HashMap::new(),
             deadlines: BinaryHeap::new(),
             out: VecDeque::new(),
@@ -258,6 +263,11 @@ impl TransactionLayer {
         let key = self.next_key();
         let tx = Transaction::new_server(source.reply_target(&via), request.clone(), index.clone());
         self.server_index.insert(index, key);
+        if request.method == Method::Invite
+            && let Some(id) = dialog_key(&request)
+        {
+            self.invites_by_dialog.insert(id, key);
+        }
         self.transactions.insert(key, tx);
         self.event(Event::Request {
             key,
@@ -470,7 +480,7 @@ impl TransactionLayer {
             return Some(key);
         }
         let ServerMatch::Legacy(legacy) = index else {
-            return None;
+            return self.match_stray_ack(request);
         };
         if request.method != Method::Ack {
             return None;
@@ -481,6 +491,25 @@ impl TransactionLayer {
         let key = *self.server_index.get(&ServerMatch::Legacy(initial))?;
         let tx = self.transactions.get(&key)?;
         (tx.response_to_tag.as_deref() == Some(ack_tag)).then_some(key)
+    }
+
+    /// An ACK whose branch matched nothing may still acknowledge a non-2xx final
+    /// response: RFC 3261 §17.1.1.3 says it reuses the INVITE's branch, but SIPp's
+    /// scenarios send it with a new one. It is taken as that INVITE's ACK only while
+    /// the transaction is Completed (a non-2xx was sent) and the ACK carries the To tag
+    /// of that response, so the ACK of a 2xx (a new transaction of its own) is never
+    /// swallowed.
+    fn match_stray_ack(&self, request: &Request) -> Option<TxKey> {
+        if request.method != Method::Ack {
+            return None;
+        }
+        let key = *self.invites_by_dialog.get(&dialog_key(request)?)?;
+        let tx = self.transactions.get(&key)?;
+        let to_tag = request.to().ok()?.tag().map(str::to_owned);
+        (tx.state == State::Completed
+            && tx.response_to_tag.is_some()
+            && tx.response_to_tag == to_tag)
+            .then_some(key)
     }
 
     /// Runs `f` on transaction `key`, then removes the transaction if it ended.
@@ -509,10 +538,25 @@ impl TransactionLayer {
         let Some(tx) = self.transactions.remove(&key) else {
             return;
         };
+        if tx.invite
+            && let Some(id) = dialog_key(&tx.request)
+            && self.invites_by_dialog.get(&id) == Some(&key)
+        {
+            self.invites_by_dialog.remove(&id);
+        }
         match tx.index {
             Index::Client(m) => self.client_index.remove(&m),
             Index::Server(m) => self.server_index.remove(&m),
         };
         self.event(Event::Terminated { key });
     }
+}
+
+/// Call-ID, From tag and CSeq number: what an INVITE and its ACK share.
+fn dialog_key(req: &Request) -> Option<(SipStr, Option<String>, u32)> {
+    Some((
+        req.call_id()?.clone(),
+        req.from().ok()?.tag().map(str::to_owned),
+        req.cseq().ok()?.seq,
+    ))
 }

@@ -1089,3 +1089,56 @@ fn a_cancelled_invite_without_final_response_ends_after_64_t1() {
     assert!(events.contains(&(42_000, Event::Terminated { key: inv })));
     assert!(l.is_empty());
 }
+
+#[test]
+fn an_ack_for_a_non_2xx_with_a_new_branch_still_stops_timer_g() {
+    // SIPp's scenarios ACK a 407 with a fresh branch; the Call-ID, From tag, CSeq and
+    // the 407's To tag still name the transaction.
+    let (clock, mut l) = (Clock::new(), layer());
+    let invite = request("INVITE", "z9hG4bKs1");
+    let Disposition::New(key) = l.handle_request(clock.at(0), udp(), invite.clone()) else {
+        panic!("not new");
+    };
+    l.send_response(clock.at(0), key, reply(&invite, 407))
+        .unwrap();
+    drain(&mut l);
+    let wrong_tag = with_to_tag(request("ACK", "z9hG4bKother"), "nope");
+    assert_eq!(
+        l.handle_request(clock.at(100), udp(), wrong_tag),
+        Disposition::Delivered(None),
+        "an ACK with another To tag is not this transaction's"
+    );
+    drain(&mut l);
+    let ack = with_to_tag(request("ACK", "z9hG4bKother"), "t1");
+    assert_eq!(
+        l.handle_request(clock.at(200), udp(), ack),
+        Disposition::Absorbed
+    );
+    assert_eq!(l.state(key), Some(State::Confirmed));
+    assert!(
+        transmit_times(&run_until(&mut l, &clock, 10_000)).is_empty(),
+        "no 407 retransmission after the ACK"
+    );
+}
+
+#[test]
+fn the_ack_of_a_2xx_is_never_taken_by_the_fallback() {
+    let (clock, mut l) = (Clock::new(), layer());
+    let invite = request("INVITE", "z9hG4bKs2");
+    let Disposition::New(key) = l.handle_request(clock.at(0), udp(), invite.clone()) else {
+        panic!("not new");
+    };
+    l.send_response(clock.at(0), key, reply(&invite, 200))
+        .unwrap();
+    drain(&mut l);
+    let ack = with_to_tag(request("ACK", "z9hG4bKnew"), "t1");
+    assert!(matches!(
+        l.handle_request(clock.at(100), udp(), ack),
+        Disposition::Delivered(_)
+    ));
+    assert!(
+        events(&drain(&mut l))
+            .iter()
+            .any(|e| matches!(e, Event::Ack { .. }))
+    );
+}

@@ -1,0 +1,212 @@
+//! Requests inside a call's dialogs: BYE ends the call, re-INVITE and UPDATE (hold,
+//! resume, codec or address changes) and INFO are carried to the other leg with the
+//! SDP rewritten, and the other leg's answer is carried back.
+
+use super::B2bua;
+use super::call::Relayed;
+use super::dial::sdp_of;
+use crate::media::Side;
+use crate::sdp::Sdp;
+use crate::sip::dialog::Body;
+use crate::sip::transaction::{Peer, TransactionLayer, TxKey};
+use crate::sip::{Method, Request, Response, reason_phrase};
+use crate::store::{Disposition, HangupBy};
+use std::time::Instant;
+
+fn other(side: Side) -> Side {
+    match side {
+        Side::A => Side::B,
+        Side::B => Side::A,
+    }
+}
+
+impl B2bua {
+    /// A request with a To tag. Returns false when it belongs to no call of ours (the
+    /// core answers 481).
+    pub fn on_in_dialog(
+        &mut self,
+        txl: &mut TransactionLayer,
+        key: TxKey,
+        _source: Peer,
+        req: Request,
+    ) -> bool {
+        let Some((id, side)) = self.dialog_of(&req) else {
+            return false;
+        };
+        let now = Instant::now();
+        let Some(call) = self.calls.get_mut(&id) else {
+            return false;
+        };
+        let _enter = call.span.clone().entered();
+        let Some((dialog, _)) = call.leg_mut(side) else {
+            return false;
+        };
+        if let Err(refusal) = dialog.on_request(&req) {
+            let _ = txl.send_response(now, key, refusal.response(&req, rand::random()));
+            return true;
+        }
+        match req.method {
+            Method::Bye => {
+                let resp = dialog.respond(&req, 200);
+                let _ = txl.send_response(now, key, resp);
+                let by = if side == Side::A {
+                    HangupBy::Caller
+                } else {
+                    HangupBy::Callee
+                };
+                tracing::info!(?side, "BYE");
+                self.end_call(txl, id, Disposition::Answered, by, "normal clearing");
+            }
+            Method::Invite | Method::Update | Method::Info => {
+                self.relay_request(txl, id, side, key, req, now)
+            }
+            _ => {
+                let resp = dialog.respond(&req, 200);
+                let _ = txl.send_response(now, key, resp);
+            }
+        }
+        true
+    }
+
+    /// Carries a request to the other leg; answers it here when there is none.
+    fn relay_request(
+        &mut self,
+        txl: &mut TransactionLayer,
+        id: u64,
+        side: Side,
+        key: TxKey,
+        req: Request,
+        now: Instant,
+    ) {
+        let offer = (!req.body.is_empty())
+            .then(|| Sdp::parse(&req.body).ok())
+            .flatten();
+        if let Some(sdp) = &offer {
+            self.update_relay(id, side, sdp);
+        }
+        let Some(call) = self.calls.get_mut(&id) else {
+            return;
+        };
+        if side == Side::A && offer.is_some() {
+            call.a.offer = offer.clone().unwrap_or_else(|| call.a.offer.clone());
+        }
+        let (a_port, b_port) = (call.media.a_port, call.media.b_port);
+        let Some(b) = call.b.as_mut() else {
+            // Answered by the script but not bridged: answer for ourselves.
+            let mut resp = call.a.dialog.respond(&req, 200);
+            if let Some(sdp) = &offer {
+                let ours = crate::sdp::answer(
+                    sdp,
+                    &super::relayable_codecs(),
+                    call.a.our_ip,
+                    &[a_port],
+                    &mut call.a.origin,
+                );
+                resp.set_body("application/sdp", ours.to_bytes());
+            }
+            let _ = txl.send_response(now, key, resp);
+            return;
+        };
+        let (target, peer, our_ip, port, origin) = match other(side) {
+            Side::A => (
+                &mut call.a.dialog,
+                call.a.peer,
+                call.a.our_ip,
+                a_port,
+                &mut call.a.origin,
+            ),
+            Side::B => (&mut b.dialog, b.peer, b.our_ip, b_port, &mut b.origin),
+        };
+        let is_offer = matches!(req.method, Method::Invite | Method::Update);
+        if is_offer && !target.can_send_offer() {
+            // Our own offer on that leg is still open: glare (RFC 3261 §14.1); the
+            // phone retries after its own random back-off.
+            let resp = Response::to_request(&req, 491, reason_phrase(491));
+            let _ = txl.send_response(now, key, resp);
+            return;
+        }
+        let body = match (&offer, req.body.is_empty()) {
+            (Some(sdp), _) => Some(Body::sdp(
+                crate::sdp::rewrite_for_leg(sdp, our_ip, &[port], origin).to_bytes(),
+            )),
+            (None, false) => req.content_type().map(|ct| Body {
+                content_type: ct.clone(),
+                bytes: req.body.clone(),
+            }),
+            (None, true) => None,
+        };
+        let forwarded = target.new_request(req.method.clone(), body);
+        match txl.send_request(now, peer, forwarded) {
+            Ok(client_tx) => {
+                self.by_client_tx.insert(client_tx, id);
+                call.relayed.push(Relayed {
+                    client_tx,
+                    from: side,
+                    server_tx: key,
+                    request: req,
+                });
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not relay in-dialog request");
+                let resp = Response::to_request(&req, 500, reason_phrase(500));
+                let _ = txl.send_response(now, key, resp);
+            }
+        }
+    }
+
+    /// The other leg answered a relayed request: answer the original the same way.
+    pub(super) fn on_relayed_response(
+        &mut self,
+        txl: &mut TransactionLayer,
+        id: u64,
+        index: usize,
+        resp: Response,
+    ) {
+        if resp.status < 200 {
+            return;
+        }
+        let now = Instant::now();
+        let Some(call) = self.calls.get_mut(&id) else {
+            return;
+        };
+        let relayed = call.relayed.remove(index);
+        let to = other(relayed.from);
+        let (a_port, b_port) = (call.media.a_port, call.media.b_port);
+        let answer = sdp_of(&resp);
+        // The leg that answered: keep its dialog current, ACK a 2xx to our re-INVITE.
+        if let Some((dialog, peer)) = call.leg_mut(to) {
+            dialog.on_response(&resp);
+            if relayed.request.method == Method::Invite && (200..300).contains(&resp.status) {
+                let seq = resp.cseq().map(|c| c.seq).unwrap_or(0);
+                let ack = dialog.ack_for_2xx(seq, None);
+                txl.send_stateless(peer, bytes::Bytes::from(ack.to_bytes()));
+            }
+        }
+        let Some(b) = call.b.as_mut() else { return };
+        let (source, our_ip, port, origin) = match relayed.from {
+            Side::A => (
+                &mut call.a.dialog,
+                call.a.our_ip,
+                a_port,
+                &mut call.a.origin,
+            ),
+            Side::B => (&mut b.dialog, b.our_ip, b_port, &mut b.origin),
+        };
+        let mut out = source.respond(&relayed.request, resp.status);
+        out.reason = resp.reason.clone();
+        if let Some(sdp) = &answer {
+            out.set_body(
+                "application/sdp",
+                crate::sdp::rewrite_for_leg(sdp, our_ip, &[port], origin).to_bytes(),
+            );
+        } else if !resp.body.is_empty()
+            && let Some(ct) = resp.content_type()
+        {
+            out.set_body(ct, resp.body.clone());
+        }
+        let _ = txl.send_response(now, relayed.server_tx, out);
+        if let Some(sdp) = answer {
+            self.update_relay(id, to, &sdp);
+        }
+    }
+}

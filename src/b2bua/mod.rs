@@ -1,0 +1,881 @@
+//! The B2BUA: every call is two dialogs, the caller's (A, switchboard as UAS) and the
+//! callee's (B, switchboard as UAC), with a media bridge between them.
+//!
+//! One [`B2bua`] lives in each SIP core shard and owns the calls whose Call-IDs route
+//! there (B-leg Call-IDs carry the shard's `sb<n>-` prefix so they come back to it). It
+//! is driven by the transaction layer's events and by the dialplan's operations
+//! ([`control::CallCommand`]), and acts through the transaction layer it is handed; the
+//! only IO of its own is starting and stopping media relays. Which call a message belongs
+//! to is found through three indexes: the A leg's INVITE server transaction (CANCEL,
+//! ACK), client transactions we sent (responses), and dialog ids (in-dialog requests).
+
+mod call;
+mod cdr;
+pub mod control;
+mod dial;
+mod in_dialog;
+
+pub use cdr::CdrSink;
+
+use crate::dialplan::call::{CallInfo, DialResult, DialStatus, Party};
+use crate::media::{PortAllocator, Relay, RelayConfig, Side};
+use crate::registrar::Registrar;
+use crate::sdp::{Codec, OriginState, Sdp};
+use crate::sip::dialog::{Body, Dialog, SentBy, new_tag};
+use crate::sip::transaction::{Peer, TransactionLayer, TransportKind, TxKey};
+use crate::sip::{Host, Known, Method, Request, Response, SipStr, SipUri, Uri, reason_phrase};
+use crate::store::{Cdr, Disposition, HangupBy};
+use call::{ALeg, Call, Media, refuse};
+use control::{CallCommand, CallHandle, Op};
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::sync::mpsc;
+
+/// Starts the dialplan for a new call (the server wires the Lua engine here).
+pub type RouteStarter = Arc<dyn Fn(CallHandle) + Send + Sync>;
+
+/// What every shard's B2BUA shares.
+pub struct B2buaContext {
+    pub registrar: Arc<Registrar>,
+    pub ports: Arc<PortAllocator>,
+    pub cdrs: CdrSink,
+    pub route: RouteStarter,
+    /// `[media] public_address`: written into SDP instead of the local address.
+    pub public_address: Option<IpAddr>,
+    /// Our listeners, for Via and Contact addresses.
+    pub hub: Arc<crate::transport::Hub>,
+    pub user_agent: String,
+    pub t1: Duration,
+    pub t2: Duration,
+    /// End a bridged call when no RTP arrived from a sending leg for this long.
+    pub media_timeout: Duration,
+}
+
+/// Codecs the bridge can carry; calls whose offer has none of them get 488.
+pub fn relayable_codecs() -> Vec<Codec> {
+    vec![
+        Codec::new("PCMU", 8000, 1),
+        Codec::new("PCMA", 8000, 1),
+        Codec::new("G722", 8000, 1),
+        Codec::new("opus", 48000, 2),
+        Codec::new("telephone-event", 8000, 1),
+    ]
+}
+
+/// Timers the B2BUA keeps per call (the transaction layer keeps its own).
+#[derive(Clone, Copy, Debug)]
+enum CallTimer {
+    /// The current dial attempt's time to answer is up.
+    DialDeadline { generation: u64 },
+    /// Resend our 2xx to the caller until the ACK comes (RFC 3261 §13.3.1.4).
+    Resend2xx {
+        interval: Duration,
+        give_up: Instant,
+    },
+    /// Look at the relay's counters for a leg that stopped sending.
+    MediaCheck,
+}
+
+/// A live call as `switchboard calls` shows it.
+#[derive(Clone, Debug, Serialize)]
+pub struct CallSummary {
+    pub call_id: String,
+    pub caller: String,
+    pub callee: String,
+    pub state: &'static str,
+    pub started_unix: u64,
+    pub answered_unix: Option<u64>,
+    pub a_leg: LegSummary,
+    pub b_leg: Option<LegSummary>,
+    pub ringing: Vec<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct LegSummary {
+    pub call_id: String,
+    pub signaling: String,
+    pub dialog: &'static str,
+    pub our_rtp_port: u16,
+    pub remote_media: Option<SocketAddr>,
+    pub packets_in: Option<u64>,
+}
+
+pub struct B2bua {
+    shard: usize,
+    ctx: Arc<B2buaContext>,
+    calls: HashMap<u64, Call>,
+    by_server_tx: HashMap<TxKey, u64>,
+    by_client_tx: HashMap<TxKey, u64>,
+    by_dialog: HashMap<(SipStr, SipStr), (u64, Side)>,
+    timers: BTreeMap<(Instant, u64), (u64, CallTimer)>,
+    timer_seq: u64,
+    next_call: u64,
+    commands: mpsc::UnboundedSender<CallCommand>,
+}
+
+pub fn unix(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+impl B2bua {
+    pub fn new(
+        shard: usize,
+        ctx: Arc<B2buaContext>,
+        commands: mpsc::UnboundedSender<CallCommand>,
+    ) -> B2bua {
+        B2bua {
+            shard,
+            ctx,
+            calls: HashMap::new(),
+            by_server_tx: HashMap::new(),
+            by_client_tx: HashMap::new(),
+            by_dialog: HashMap::new(),
+            timers: BTreeMap::new(),
+            timer_seq: 0,
+            next_call: 1,
+            commands,
+        }
+    }
+
+    /// Live calls (for leak checks and the admin API).
+    pub fn len(&self) -> usize {
+        self.calls.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.calls.is_empty()
+    }
+
+    /// The address written into SDP for a leg whose phone is at `peer`: the configured
+    /// public address, else the one the phone reaches our SIP listener on.
+    fn media_ip_for(&self, peer: &Peer) -> IpAddr {
+        self.ctx
+            .public_address
+            .unwrap_or_else(|| self.ctx.hub.local_addr_for(peer).ip())
+    }
+
+    fn sent_by(&self, peer: &Peer) -> SentBy {
+        let local = self.ctx.hub.local_addr_for(peer);
+        SentBy {
+            transport: peer.transport,
+            host: Host::Ip(local.ip()),
+            port: Some(local.port()),
+        }
+    }
+
+    fn contact(&self, peer: &Peer) -> Uri {
+        let sent_by = self.sent_by(peer);
+        let mut uri = SipUri::new(Some("switchboard"), sent_by.host, sent_by.port);
+        if peer.transport == TransportKind::Tcp {
+            uri.params
+                .set("transport", Some(SipStr::from_static("tcp")));
+        }
+        Uri::Sip(uri)
+    }
+
+    fn schedule(&mut self, at: Instant, call: u64, timer: CallTimer) {
+        self.timer_seq += 1;
+        self.timers.insert((at, self.timer_seq), (call, timer));
+    }
+
+    /// When the next call timer is due.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.timers.keys().next().map(|(at, _)| *at)
+    }
+
+    /// A new INVITE outside any dialog, already authenticated as `auth_user`.
+    pub fn on_invite(
+        &mut self,
+        txl: &mut TransactionLayer,
+        key: TxKey,
+        source: Peer,
+        req: Request,
+        auth_user: Option<String>,
+    ) {
+        let now = Instant::now();
+        let reject = |txl: &mut TransactionLayer, status: u16, reason: &str| {
+            let mut resp = Response::to_request(&req, status, reason);
+            resp.set_to_tag(&new_tag());
+            let _ = txl.send_response(now, key, resp);
+        };
+        let offer = match Sdp::parse(&req.body) {
+            Ok(o) if !req.body.is_empty() => o,
+            // Offerless INVITEs (the offer in our 2xx) are not supported yet.
+            Ok(_) => return reject(txl, 488, "Not Acceptable Here (SDP offer required)"),
+            Err(_) => return reject(txl, 400, "Bad Request (malformed SDP)"),
+        };
+        let Some(audio) = offer.media.iter().find(|m| m.is_rtp() && !m.is_rejected()) else {
+            return reject(txl, 488, "Not Acceptable Here (no RTP stream)");
+        };
+        if crate::sdp::negotiate(audio, &relayable_codecs()).is_empty() {
+            return reject(txl, 488, "Not Acceptable Here (no common codec)");
+        }
+        let a_ports = match self.ctx.ports.allocate() {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(error = %e, "no RTP ports left");
+                return reject(txl, 503, "Service Unavailable (no media ports)");
+            }
+        };
+        let our_ip = self.media_ip_for(&source);
+        let local_tag = crate::sip::checks::stateless_tag(&req.headers);
+        let contact = self.contact(&source);
+        let dialog = match Dialog::from_invite_uas(&req, &local_tag, contact, self.sent_by(&source))
+        {
+            Ok(d) => d,
+            Err(e) => return reject(txl, 400, &format!("Bad Request ({e})")),
+        };
+        let _ = txl.send_trying(now, key);
+        let id = self.next_call;
+        self.next_call += 1;
+        let call_id = req.call_id().map(|c| c.to_string()).unwrap_or_default();
+        let from = req.from().ok();
+        let to = req.to().ok();
+        let party = |a: Option<&crate::sip::NameAddr>| Party {
+            user: a.and_then(|a| a.uri.user()).unwrap_or("").to_string(),
+            display: a.and_then(|a| a.display_name()),
+            uri: a.map(|a| a.uri.to_string()).unwrap_or_default(),
+            host: a
+                .and_then(|a| a.uri.as_sip())
+                .map(|u| u.host.to_string())
+                .unwrap_or_default(),
+        };
+        let info = CallInfo {
+            id: call_id.clone(),
+            from: party(from.as_ref()),
+            to: party(to.as_ref()),
+            request_uri: req.uri.to_string(),
+            headers: req
+                .headers
+                .iter()
+                .map(|h| (h.name.as_str().to_string(), h.value.to_string()))
+                .collect(),
+            source: source.addr,
+            transport: match source.transport {
+                TransportKind::Tcp => crate::config::Transport::Tcp,
+                _ => crate::config::Transport::Udp,
+            },
+            auth_user,
+        };
+        let span = tracing::info_span!("call", call_id = %call_id, caller = %info.from.user, callee = %info.to.user);
+        span.in_scope(|| tracing::info!(source = %source.addr, "new call"));
+        self.by_server_tx.insert(key, id);
+        self.by_dialog.insert(
+            (dialog.id().call_id.clone(), dialog.id().local_tag.clone()),
+            (id, Side::A),
+        );
+        let a_port = a_ports.rtp_port();
+        self.calls.insert(
+            id,
+            Call {
+                id,
+                span,
+                caller: info.from.user.clone(),
+                callee: info.to.user.clone(),
+                a: ALeg {
+                    dialog,
+                    invite: req,
+                    invite_tx: key,
+                    peer: source,
+                    offer,
+                    our_ip,
+                    origin: OriginState::new(rand::random::<u32>() as u64),
+                    final_sent: false,
+                    unacked_ok: None,
+                },
+                branches: Vec::new(),
+                dial: None,
+                b: None,
+                media: Media {
+                    a_ports: Some(a_ports),
+                    b_ports: None,
+                    a_port,
+                    b_port: 0,
+                    relay: None,
+                },
+                relayed: Vec::new(),
+                started: SystemTime::now(),
+                answered_at: None,
+                ended: None,
+                bridged_reply: None,
+                answered_by: None,
+                route_done: false,
+            },
+        );
+        (self.ctx.route)(CallHandle {
+            call: id,
+            info,
+            commands: self.commands.clone(),
+        });
+    }
+
+    /// A CANCEL (RFC 3261 §9.2): 200 for the CANCEL, 487 for the INVITE, and the B
+    /// legs cancelled in turn.
+    pub fn on_cancel(&mut self, txl: &mut TransactionLayer, key: TxKey, req: Request) {
+        let now = Instant::now();
+        let invite = txl.cancel_target(&req);
+        let call_id = invite.and_then(|k| self.by_server_tx.get(&k).copied());
+        let mut resp = Response::to_request(&req, if invite.is_some() { 200 } else { 481 }, "");
+        resp.reason = reason_phrase(resp.status).into();
+        resp.set_to_tag(&crate::sip::checks::stateless_tag(&req.headers));
+        let _ = txl.send_response(now, key, resp);
+        let Some(id) = call_id else { return };
+        let Some(call) = self.calls.get_mut(&id) else {
+            return;
+        };
+        if call.a.final_sent {
+            return;
+        }
+        let resp = call.a.dialog.respond(&call.a.invite, 487);
+        call.a.final_sent = true;
+        let _ = txl.send_response(now, call.a.invite_tx, resp);
+        call.span.in_scope(|| tracing::info!("caller cancelled"));
+        self.end_call(
+            txl,
+            id,
+            Disposition::Cancelled,
+            HangupBy::Caller,
+            "caller cancelled",
+        );
+    }
+
+    /// An ACK for a 2xx: stops our 2xx retransmissions to the caller.
+    pub fn on_ack(&mut self, invite: Option<TxKey>, req: &Request) {
+        let id = invite
+            .and_then(|k| self.by_server_tx.get(&k).copied())
+            .or_else(|| self.dialog_of(req).map(|(id, _)| id));
+        if let Some(call) = id.and_then(|id| self.calls.get_mut(&id)) {
+            call.a.unacked_ok = None;
+        }
+    }
+
+    fn dialog_of(&self, req: &Request) -> Option<(u64, Side)> {
+        let call_id = req.call_id()?.clone();
+        let to = req.to().ok()?;
+        let tag = SipStr::from(to.tag()?);
+        self.by_dialog.get(&(call_id, tag)).copied()
+    }
+
+    /// A response to one of our client transactions. Returns false when it is not ours.
+    pub fn on_response(&mut self, txl: &mut TransactionLayer, key: TxKey, resp: Response) -> bool {
+        let Some(&id) = self.by_client_tx.get(&key) else {
+            return false;
+        };
+        let Some(call) = self.calls.get_mut(&id) else {
+            return true;
+        };
+        let _enter = call.span.clone().entered();
+        if let Some(i) = call.branches.iter().position(|b| b.tx == key) {
+            self.on_branch_response(txl, id, i, resp);
+        } else if let Some(i) = call.relayed.iter().position(|r| r.client_tx == key) {
+            self.on_relayed_response(txl, id, i, resp);
+        } else if let Some(b) = call.b.as_mut() {
+            // A response to a BYE or re-INVITE of our own: keep the dialog's view current.
+            b.dialog.on_response(&resp);
+        }
+        true
+    }
+
+    /// A transaction of ours got no answer (Timer B/F) or could not be sent.
+    pub fn on_tx_failure(&mut self, txl: &mut TransactionLayer, key: TxKey) {
+        let Some(&id) = self.by_client_tx.get(&key) else {
+            return;
+        };
+        let Some(call) = self.calls.get(&id) else {
+            return;
+        };
+        if let Some(i) = call.branches.iter().position(|b| b.tx == key) {
+            let invite = call.branches[i].invite.clone();
+            let timeout = Response::to_request(&invite, 408, reason_phrase(408));
+            self.on_branch_response(txl, id, i, timeout);
+        } else if let Some(i) = call.relayed.iter().position(|r| r.client_tx == key) {
+            let request = call.relayed[i].request.clone();
+            let timeout = Response::to_request(&request, 408, reason_phrase(408));
+            self.on_relayed_response(txl, id, i, timeout);
+        } else if call.is_answered() && call.ended.is_none() {
+            // A request in the dialog went unanswered: the peer is gone (RFC 3261 §12.2.1.2).
+            self.end_call(
+                txl,
+                id,
+                Disposition::Answered,
+                HangupBy::System,
+                "peer stopped answering",
+            );
+        }
+    }
+
+    /// A transaction ended: forget it.
+    pub fn on_terminated(&mut self, key: TxKey) {
+        self.by_client_tx.remove(&key);
+        self.by_server_tx.remove(&key);
+    }
+
+    /// Fires due call timers.
+    pub fn on_timers(&mut self, txl: &mut TransactionLayer, now: Instant) {
+        while let Some(entry) = self.timers.first_entry() {
+            if entry.key().0 > now {
+                break;
+            }
+            let (id, timer) = entry.remove();
+            if !self.calls.contains_key(&id) {
+                continue;
+            }
+            match timer {
+                CallTimer::DialDeadline { generation } => {
+                    self.on_dial_deadline(txl, id, generation)
+                }
+                CallTimer::Resend2xx { interval, give_up } => {
+                    self.resend_2xx(txl, id, interval, give_up, now)
+                }
+                CallTimer::MediaCheck => self.check_media(txl, id, now),
+            }
+        }
+    }
+
+    fn resend_2xx(
+        &mut self,
+        txl: &mut TransactionLayer,
+        id: u64,
+        interval: Duration,
+        give_up: Instant,
+        now: Instant,
+    ) {
+        let Some(call) = self.calls.get_mut(&id) else {
+            return;
+        };
+        let Some(ok) = call.a.unacked_ok.clone() else {
+            return;
+        };
+        if now >= give_up {
+            call.span
+                .in_scope(|| tracing::warn!("no ACK for our 2xx; ending the call"));
+            self.end_call(
+                txl,
+                id,
+                Disposition::Answered,
+                HangupBy::System,
+                "no ACK from caller",
+            );
+            return;
+        }
+        let _ = txl.send_response(now, call.a.invite_tx, ok);
+        let next = (interval * 2).min(self.ctx.t2);
+        self.schedule(
+            now + interval,
+            id,
+            CallTimer::Resend2xx {
+                interval: next,
+                give_up,
+            },
+        );
+    }
+
+    fn check_media(&mut self, txl: &mut TransactionLayer, id: u64, now: Instant) {
+        let Some(call) = self.calls.get(&id) else {
+            return;
+        };
+        let Some(relay) = call.media.relay.as_ref() else {
+            return;
+        };
+        if call.ended.is_some() {
+            return;
+        }
+        let on_hold = [&call.a.offer]
+            .iter()
+            .any(|s| s.direction(0).is_some_and(|d| !d.sends() || !d.receives()));
+        // A leg that never sent RTP (a test tool, a phone that only listens) is not
+        // timed out; one that sent and stopped is.
+        if !on_hold
+            && let Some(side) = relay.media_timeout(now, self.ctx.media_timeout)
+            && relay.stats(side).rtp_packets > 0
+        {
+            call.span
+                .in_scope(|| tracing::warn!(?side, "no RTP; ending the call"));
+            self.end_call(
+                txl,
+                id,
+                Disposition::Answered,
+                HangupBy::System,
+                "media timeout",
+            );
+            return;
+        }
+        self.schedule(now + Duration::from_secs(5), id, CallTimer::MediaCheck);
+    }
+
+    /// An operation from the call's dialplan task.
+    pub fn on_command(&mut self, txl: &mut TransactionLayer, cmd: CallCommand) {
+        let Some(call) = self.calls.get_mut(&cmd.call) else {
+            refuse(cmd.op);
+            return;
+        };
+        let id = call.id;
+        let _enter = call.span.clone().entered();
+        if call.ended.is_some() {
+            if let Op::RouteDone(_) = cmd.op {
+                self.forget(id);
+            } else {
+                refuse(cmd.op);
+            }
+            return;
+        }
+        let now = Instant::now();
+        match cmd.op {
+            Op::Dial(request, reply) => self.start_dial(txl, id, request, reply),
+            Op::Answer(reply) => {
+                let result = self.answer_caller(txl, id, now);
+                let _ = reply.send(result);
+            }
+            Op::Reject(code, reason, reply) => {
+                let result = self.final_to_caller(txl, id, code, reason.as_deref(), None);
+                let _ = reply.send(result);
+            }
+            Op::Redirect(uri, reply) => {
+                let result = self.final_to_caller(txl, id, 302, None, Some(uri));
+                let _ = reply.send(result);
+            }
+            Op::Hangup(reply) => {
+                if call.is_answered() {
+                    self.end_call(
+                        txl,
+                        id,
+                        Disposition::Answered,
+                        HangupBy::System,
+                        "dialplan hung up",
+                    );
+                    let _ = reply.send(Ok(()));
+                } else {
+                    let result = self.final_to_caller(txl, id, 480, None, None);
+                    let _ = reply.send(result);
+                }
+            }
+            Op::RouteDone(outcome) => {
+                call.route_done = true;
+                let status = match &outcome {
+                    Ok(()) => 480,
+                    Err(e) => {
+                        tracing::error!(error = %e, "dialplan failed; rejecting the call");
+                        500
+                    }
+                };
+                if !call.a.final_sent {
+                    let _ = self.final_to_caller(txl, id, status, None, None);
+                } else if call.b.is_none() {
+                    self.end_call(
+                        txl,
+                        id,
+                        Disposition::Answered,
+                        HangupBy::System,
+                        "dialplan finished",
+                    );
+                }
+                self.forget_if_done(id);
+            }
+        }
+    }
+
+    /// Answers the caller's INVITE with 200 and our SDP answer, without a bridge yet.
+    fn answer_caller(
+        &mut self,
+        txl: &mut TransactionLayer,
+        id: u64,
+        now: Instant,
+    ) -> Result<(), crate::dialplan::call::CallError> {
+        let Some(call) = self.calls.get_mut(&id) else {
+            return Err(crate::dialplan::call::CallError::Ended);
+        };
+        if call.a.final_sent {
+            return Ok(());
+        }
+        let sdp = crate::sdp::answer(
+            &call.a.offer,
+            &relayable_codecs(),
+            call.a.our_ip,
+            &[call.media.a_port],
+            &mut call.a.origin,
+        );
+        self.send_2xx_to_caller(txl, id, Body::sdp(sdp.to_bytes()), now);
+        Ok(())
+    }
+
+    /// Sends the 2xx of the caller's INVITE and keeps resending it until the ACK.
+    fn send_2xx_to_caller(
+        &mut self,
+        txl: &mut TransactionLayer,
+        id: u64,
+        body: Body,
+        now: Instant,
+    ) {
+        let Some(call) = self.calls.get_mut(&id) else {
+            return;
+        };
+        let mut ok = call.a.dialog.respond(&call.a.invite, 200);
+        ok.headers.push(
+            Known::Allow,
+            crate::sip::checks::Capabilities::pbx().allow_header(),
+        );
+        ok.headers.push(Known::Server, self.ctx.user_agent.as_str());
+        ok.set_body(&body.content_type, body.bytes);
+        call.a.final_sent = true;
+        call.answered_at = Some((SystemTime::now(), now));
+        let reliable = call.a.peer.is_reliable();
+        call.a.unacked_ok = (!reliable).then(|| ok.clone());
+        let _ = txl.send_response(now, call.a.invite_tx, ok);
+        let give_up = now + self.ctx.t1 * 64;
+        if !reliable {
+            self.schedule(
+                now + self.ctx.t1,
+                id,
+                CallTimer::Resend2xx {
+                    interval: (self.ctx.t1 * 2).min(self.ctx.t2),
+                    give_up,
+                },
+            );
+        }
+    }
+
+    /// A final non-2xx (or 3xx with a Contact) to the unanswered caller, ending the call.
+    fn final_to_caller(
+        &mut self,
+        txl: &mut TransactionLayer,
+        id: u64,
+        status: u16,
+        reason: Option<&str>,
+        contact: Option<String>,
+    ) -> Result<(), crate::dialplan::call::CallError> {
+        use crate::dialplan::call::CallError;
+        let Some(call) = self.calls.get_mut(&id) else {
+            return Err(CallError::Ended);
+        };
+        if call.a.final_sent {
+            return Err(CallError::Failed("the call is already answered".into()));
+        }
+        if !(300..700).contains(&status) {
+            return Err(CallError::Failed(format!(
+                "{status} is not a final failure status"
+            )));
+        }
+        let mut resp = call.a.dialog.respond(&call.a.invite, status);
+        if let Some(r) = reason {
+            resp.reason = r.into();
+        }
+        if let Some(c) = contact {
+            resp.headers.push(Known::Contact, format!("<{c}>"));
+        }
+        resp.headers
+            .push(Known::Server, self.ctx.user_agent.as_str());
+        call.a.final_sent = true;
+        let _ = txl.send_response(Instant::now(), call.a.invite_tx, resp);
+        let disposition = match status {
+            486 | 600 => Disposition::Busy,
+            480 | 408 => Disposition::NoAnswer,
+            _ => Disposition::Failed,
+        };
+        self.end_call(
+            txl,
+            id,
+            disposition,
+            HangupBy::System,
+            &format!("rejected with {status}"),
+        );
+        Ok(())
+    }
+
+    /// Ends the call: BYE to answered legs that did not hang up themselves, CANCEL to
+    /// ringing branches, the relay stopped, the CDR written, the dialplan told.
+    pub(crate) fn end_call(
+        &mut self,
+        txl: &mut TransactionLayer,
+        id: u64,
+        disposition: Disposition,
+        by: HangupBy,
+        cause: &str,
+    ) {
+        let now = Instant::now();
+        let Some(call) = self.calls.get_mut(&id) else {
+            return;
+        };
+        if call.ended.is_some() {
+            return;
+        }
+        call.ended = Some((disposition, by, cause.to_string()));
+        call.span
+            .in_scope(|| tracing::info!(cause, ?by, "call ended"));
+        for i in 0..call.branches.len() {
+            dial::cancel_branch(txl, &mut call.branches[i], now);
+        }
+        if let Some(b) = call.b.as_mut()
+            && by != HangupBy::Callee
+        {
+            let bye = b.dialog.new_request(Method::Bye, None);
+            let _ = txl.send_request(now, b.peer, bye);
+        }
+        if call.a.final_sent && call.is_answered() && by != HangupBy::Caller {
+            let bye = call.a.dialog.new_request(Method::Bye, None);
+            let _ = txl.send_request(now, call.a.peer, bye);
+        } else if !call.a.final_sent {
+            let resp = call.a.dialog.respond(&call.a.invite, 480);
+            call.a.final_sent = true;
+            let _ = txl.send_response(now, call.a.invite_tx, resp);
+        }
+        call.a.unacked_ok = None;
+        if let Some(relay) = call.media.relay.take() {
+            tokio::spawn(relay.stop());
+        }
+        call.media.a_ports = None;
+        call.media.b_ports = None;
+        let duration = call
+            .answered_at
+            .map_or(Duration::ZERO, |(_, at)| now.saturating_duration_since(at));
+        if let Some(reply) = call.bridged_reply.take() {
+            let _ = reply.send(DialResult {
+                status: DialStatus::Answered,
+                sip_code: Some(200),
+                answered_by: call.answered_by.clone(),
+                duration,
+            });
+        }
+        if let Some(dial) = call.dial.take()
+            && let Some(reply) = dial.reply
+        {
+            let _ = reply.send(DialResult {
+                status: DialStatus::Cancelled,
+                sip_code: None,
+                answered_by: None,
+                duration: Duration::ZERO,
+            });
+        }
+        let end = SystemTime::now();
+        self.ctx.cdrs.write(Cdr {
+            call_id: call
+                .a
+                .invite
+                .call_id()
+                .map(|c| c.to_string())
+                .unwrap_or_default(),
+            caller: call.caller.clone(),
+            callee: call
+                .answered_by
+                .as_ref()
+                .map_or(call.callee.clone(), |t| t.to_string()),
+            start_unix: unix(call.started),
+            answer_unix: call.answered_at.map(|(t, _)| unix(t)),
+            end_unix: unix(end),
+            duration_secs: duration.as_secs(),
+            disposition,
+            hangup_by: by,
+            hangup_cause: cause.to_string(),
+        });
+        self.forget_if_done(id);
+    }
+
+    /// Drops an ended call once its dialplan task has finished too.
+    fn forget_if_done(&mut self, id: u64) {
+        if self
+            .calls
+            .get(&id)
+            .is_some_and(|c| c.ended.is_some() && c.route_done)
+        {
+            self.forget(id);
+        }
+    }
+
+    fn forget(&mut self, id: u64) {
+        self.calls.remove(&id);
+        self.by_server_tx.retain(|_, c| *c != id);
+        self.by_client_tx.retain(|_, c| *c != id);
+        self.by_dialog.retain(|_, (c, _)| *c != id);
+    }
+
+    /// Live calls, for `switchboard calls`.
+    pub fn summaries(&self) -> Vec<CallSummary> {
+        self.calls
+            .values()
+            .filter(|c| c.ended.is_none())
+            .map(|c| {
+                let relay = c.media.relay.as_ref();
+                let a_media = c.a.offer.rtp_addr(0);
+                CallSummary {
+                    call_id: c
+                        .a
+                        .invite
+                        .call_id()
+                        .map(|s| s.to_string())
+                        .unwrap_or_default(),
+                    caller: c.caller.clone(),
+                    callee: c.callee.clone(),
+                    state: if c.b.is_some() {
+                        "bridged"
+                    } else if c.is_answered() {
+                        "answered"
+                    } else {
+                        "ringing"
+                    },
+                    started_unix: unix(c.started),
+                    answered_unix: c.answered_at.map(|(t, _)| unix(t)),
+                    a_leg: LegSummary {
+                        call_id: c.a.dialog.id().call_id.to_string(),
+                        signaling: format!("{:?} {}", c.a.peer.transport, c.a.peer.addr),
+                        dialog: dialog_state(&c.a.dialog),
+                        our_rtp_port: c.media.a_port,
+                        remote_media: a_media,
+                        packets_in: relay.map(|r| r.stats(Side::A).rtp_packets),
+                    },
+                    b_leg: c.b.as_ref().map(|b| LegSummary {
+                        call_id: b.dialog.id().call_id.to_string(),
+                        signaling: format!("{:?} {}", b.peer.transport, b.peer.addr),
+                        dialog: dialog_state(&b.dialog),
+                        our_rtp_port: c.media.b_port,
+                        remote_media: None,
+                        packets_in: relay.map(|r| r.stats(Side::B).rtp_packets),
+                    }),
+                    ringing: c
+                        .branches
+                        .iter()
+                        .filter(|b| b.done.is_none())
+                        .map(|b| b.target.to_string())
+                        .collect(),
+                }
+            })
+            .collect()
+    }
+
+    /// Starts the bridge once both legs' SDP is known, or points it at new addresses.
+    fn update_relay(&mut self, id: u64, side: Side, sdp: &Sdp) {
+        let Some(call) = self.calls.get_mut(&id) else {
+            return;
+        };
+        let (rtp, rtcp) = (sdp.rtp_addr(0), sdp.rtcp_addr(0));
+        if call.media.relay.is_none() {
+            let (Some(a), Some(b)) = (call.media.a_ports.take(), call.media.b_ports.take()) else {
+                return;
+            };
+            match Relay::start(a, b, RelayConfig::default()) {
+                Ok(relay) => {
+                    relay.set_remote(Side::A, call.a.offer.rtp_addr(0), call.a.offer.rtcp_addr(0));
+                    call.media.relay = Some(relay);
+                }
+                Err(e) => {
+                    call.span.in_scope(
+                        || tracing::error!(error = %e, "could not start the media relay"),
+                    );
+                    return;
+                }
+            }
+        }
+        if let Some(relay) = call.media.relay.as_ref() {
+            relay.set_remote(side, rtp, rtcp);
+        }
+    }
+}
+
+fn dialog_state(d: &Dialog) -> &'static str {
+    match d.state() {
+        crate::sip::dialog::DialogState::Early => "early",
+        crate::sip::dialog::DialogState::Confirmed => "confirmed",
+        crate::sip::dialog::DialogState::Terminated => "terminated",
+    }
+}

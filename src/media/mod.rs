@@ -1,0 +1,13 @@
+//! Media: RTP/RTCP port pairs and the relay that bridges a call's two legs.
+//! Pure parts (latching rules, RTP stream rewriting) take time as an argument and are
+//! unit-tested; the relay is the thin tokio shell around them.
+
+pub mod latch;
+pub mod ports;
+pub mod relay;
+pub mod rtp;
+
+pub use latch::Latch;
+pub use ports::{PortAllocator, PortRange, RtpPortPair};
+pub use relay::{LegStats, Relay, RelayConfig, Side};
+pub use rtp::{StreamRewriter, is_rtp};

@@ -1,0 +1,546 @@
+//! The media bridge between a call's two legs.
+//!
+//! Each leg has an RTP and an RTCP socket from the [`PortAllocator`](super::PortAllocator).
+//! Four tasks move packets, one per socket: what arrives on leg A's RTP socket from
+//! A's phone leaves by leg B's RTP socket towards B's phone, and so on. The relay path
+//! is recv, check the source, [`Forward`], send: a 2048-byte buffer owned by the task,
+//! no allocation, no locks held across an await, no logging. Counters are atomics
+//! anyone can read.
+
+use super::latch::Latch;
+use super::ports::{Reservation, RtpPortPair};
+use super::rtp::StreamRewriter;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+use tokio::net::UdpSocket;
+use tokio::task::JoinHandle;
+
+/// Large enough for any RTP or RTCP packet on an Ethernet path.
+const BUFFER_LEN: usize = 2048;
+
+/// One of a call's two legs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
+    A,
+    B,
+}
+
+impl Side {
+    fn index(self) -> usize {
+        match self {
+            Side::A => 0,
+            Side::B => 1,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct RelayConfig {
+    /// How long after start and after each [`Relay::set_remote`] a leg may latch to a
+    /// new source address (see [`super::latch`]).
+    pub latch_window: Duration,
+}
+
+impl Default for RelayConfig {
+    fn default() -> RelayConfig {
+        RelayConfig {
+            latch_window: Duration::from_secs(5),
+        }
+    }
+}
+
+/// What happens to a packet between the leg it came from and the leg it goes to.
+/// This is the seam for the media engine: transcoding and prompt or music injection
+/// become further variants set per direction; for now packets are only relayed.
+enum Forward {
+    /// RTP, with SSRC, sequence and timestamp kept continuous towards the receiver.
+    Relay(StreamRewriter),
+    /// RTCP, passed as it came.
+    Verbatim,
+}
+
+impl Forward {
+    fn apply(&mut self, packet: &mut [u8]) {
+        match self {
+            Forward::Relay(rewriter) => rewriter.rewrite(packet),
+            Forward::Verbatim => {}
+        }
+    }
+}
+
+/// A snapshot of one leg's counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LegStats {
+    /// Received from the leg's phone and accepted.
+    pub rtp_packets: u64,
+    pub rtp_bytes: u64,
+    pub rtcp_packets: u64,
+    pub rtcp_bytes: u64,
+    /// Sent towards the leg's phone (RTP and RTCP).
+    pub sent_packets: u64,
+    /// Received from a source the latch refused.
+    pub refused_packets: u64,
+    /// Where RTP and RTCP for the leg currently go.
+    pub rtp_remote: Option<SocketAddr>,
+    pub rtcp_remote: Option<SocketAddr>,
+}
+
+#[derive(Default)]
+struct Counters {
+    rtp_packets: AtomicU64,
+    rtp_bytes: AtomicU64,
+    rtcp_packets: AtomicU64,
+    rtcp_bytes: AtomicU64,
+    sent_packets: AtomicU64,
+    refused_packets: AtomicU64,
+    /// Nanoseconds from the relay's start to the last accepted RTP packet.
+    last_rtp: AtomicU64,
+}
+
+#[derive(Clone, Copy)]
+enum Channel {
+    Rtp,
+    Rtcp,
+}
+
+struct Leg {
+    rtp: UdpSocket,
+    rtcp: UdpSocket,
+    rtp_latch: Mutex<Latch>,
+    rtcp_latch: Mutex<Latch>,
+    counters: Counters,
+    rtp_port: u16,
+    /// Declared after the sockets so they close before the ports are handed out again.
+    _reservation: Reservation,
+}
+
+impl Leg {
+    fn new(ports: RtpPortPair, now: Instant, config: RelayConfig) -> io::Result<Leg> {
+        let rtp_port = ports.rtp_port();
+        Ok(Leg {
+            rtp: UdpSocket::from_std(ports.rtp)?,
+            rtcp: UdpSocket::from_std(ports.rtcp)?,
+            rtp_latch: Mutex::new(Latch::new(now, config.latch_window)),
+            rtcp_latch: Mutex::new(Latch::new(now, config.latch_window)),
+            counters: Counters::default(),
+            rtp_port,
+            _reservation: ports.reservation,
+        })
+    }
+
+    fn socket(&self, channel: Channel) -> &UdpSocket {
+        match channel {
+            Channel::Rtp => &self.rtp,
+            Channel::Rtcp => &self.rtcp,
+        }
+    }
+
+    fn latch(&self, channel: Channel) -> MutexGuard<'_, Latch> {
+        let latch = match channel {
+            Channel::Rtp => &self.rtp_latch,
+            Channel::Rtcp => &self.rtcp_latch,
+        };
+        // A latch is a few plain fields; one left by a panicking holder is still usable.
+        latch.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn count_received(&self, channel: Channel, len: usize, since_start: Duration) {
+        let c = &self.counters;
+        let len = len as u64;
+        match channel {
+            Channel::Rtp => {
+                c.rtp_packets.fetch_add(1, Ordering::Relaxed);
+                c.rtp_bytes.fetch_add(len, Ordering::Relaxed);
+                let nanos = u64::try_from(since_start.as_nanos()).unwrap_or(u64::MAX);
+                c.last_rtp.store(nanos, Ordering::Relaxed);
+            }
+            Channel::Rtcp => {
+                c.rtcp_packets.fetch_add(1, Ordering::Relaxed);
+                c.rtcp_bytes.fetch_add(len, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// A running bridge. Dropping it stops the tasks; their sockets and ports are released
+/// as the runtime drops them, shortly after. [`Relay::stop`] waits for that.
+pub struct Relay {
+    legs: [Arc<Leg>; 2],
+    started: Instant,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Relay {
+    /// Starts relaying between two legs' ports. No remote address is known yet: call
+    /// [`Relay::set_remote`] as each leg's SDP arrives. Must run inside a tokio runtime.
+    pub fn start(a: RtpPortPair, b: RtpPortPair, config: RelayConfig) -> io::Result<Relay> {
+        let started = Instant::now();
+        let legs = [
+            Arc::new(Leg::new(a, started, config)?),
+            Arc::new(Leg::new(b, started, config)?),
+        ];
+        let mut tasks = Vec::with_capacity(4);
+        for (from, to) in [(0, 1), (1, 0)] {
+            for channel in [Channel::Rtp, Channel::Rtcp] {
+                let forward = match channel {
+                    Channel::Rtp => Forward::Relay(StreamRewriter::new()),
+                    Channel::Rtcp => Forward::Verbatim,
+                };
+                let pump = pump(
+                    Arc::clone(&legs[from]),
+                    Arc::clone(&legs[to]),
+                    channel,
+                    forward,
+                    started,
+                );
+                tasks.push(tokio::spawn(pump));
+            }
+        }
+        Ok(Relay {
+            legs,
+            started,
+            tasks,
+        })
+    }
+
+    /// Sets where a leg's phone said (in SDP) it receives RTP and RTCP, `None` when it
+    /// gave no usable address, and reopens latching for that leg. Call it for every
+    /// SDP the leg sends (offer, answer, re-INVITE) and for both legs when the call is
+    /// answered, so a phone that only starts sending then can still be latched.
+    pub fn set_remote(&self, side: Side, rtp: Option<SocketAddr>, rtcp: Option<SocketAddr>) {
+        let leg = &self.legs[side.index()];
+        let now = Instant::now();
+        leg.latch(Channel::Rtp).set_sdp(rtp, now);
+        leg.latch(Channel::Rtcp).set_sdp(rtcp, now);
+    }
+
+    /// The leg's local RTP port (RTCP is the next one), for its SDP.
+    pub fn rtp_port(&self, side: Side) -> u16 {
+        self.legs[side.index()].rtp_port
+    }
+
+    pub fn stats(&self, side: Side) -> LegStats {
+        let leg = &self.legs[side.index()];
+        let c = &leg.counters;
+        LegStats {
+            rtp_packets: c.rtp_packets.load(Ordering::Relaxed),
+            rtp_bytes: c.rtp_bytes.load(Ordering::Relaxed),
+            rtcp_packets: c.rtcp_packets.load(Ordering::Relaxed),
+            rtcp_bytes: c.rtcp_bytes.load(Ordering::Relaxed),
+            sent_packets: c.sent_packets.load(Ordering::Relaxed),
+            refused_packets: c.refused_packets.load(Ordering::Relaxed),
+            rtp_remote: leg.latch(Channel::Rtp).destination(),
+            rtcp_remote: leg.latch(Channel::Rtcp).destination(),
+        }
+    }
+
+    /// How long the leg's phone has sent no RTP (since the start if it never did).
+    pub fn rtp_idle(&self, side: Side, now: Instant) -> Duration {
+        let nanos = self.legs[side.index()]
+            .counters
+            .last_rtp
+            .load(Ordering::Relaxed);
+        now.saturating_duration_since(self.started + Duration::from_nanos(nanos))
+    }
+
+    /// The first leg that has sent no RTP for `limit`, for the B2BUA's media timeout.
+    /// A held or inactive stream legitimately goes quiet; the caller skips the check
+    /// while the leg's direction says it doesn't send.
+    pub fn media_timeout(&self, now: Instant, limit: Duration) -> Option<Side> {
+        [Side::A, Side::B]
+            .into_iter()
+            .find(|&side| self.rtp_idle(side, now) >= limit)
+    }
+
+    /// Stops the tasks and returns once the sockets are closed and the ports free.
+    pub async fn stop(mut self) {
+        let tasks = std::mem::take(&mut self.tasks);
+        for task in &tasks {
+            task.abort();
+        }
+        for task in tasks {
+            // Cancelled is the expected outcome; a pump never ends on its own.
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// Moves packets arriving on `from`'s `channel` socket out of `to`'s.
+async fn pump(
+    from: Arc<Leg>,
+    to: Arc<Leg>,
+    channel: Channel,
+    mut forward: Forward,
+    started: Instant,
+) {
+    let mut buf = [0u8; BUFFER_LEN];
+    let socket = from.socket(channel);
+    loop {
+        // Errors here are per datagram (e.g. an ICMP error reported on some systems).
+        let Ok((len, source)) = socket.recv_from(&mut buf).await else {
+            continue;
+        };
+        let now = Instant::now();
+        // A dual-stack socket reports IPv4 sources as mapped IPv6; SDP has them plain.
+        let source = SocketAddr::new(source.ip().to_canonical(), source.port());
+        if !from.latch(channel).accept(source, now) {
+            from.counters
+                .refused_packets
+                .fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
+        from.count_received(channel, len, now.saturating_duration_since(started));
+        let Some(destination) = to.latch(channel).destination() else {
+            continue;
+        };
+        let packet = &mut buf[..len];
+        forward.apply(packet);
+        if to
+            .socket(channel)
+            .send_to(packet, destination)
+            .await
+            .is_ok()
+        {
+            to.counters.sent_packets.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::ports::{PortAllocator, PortRange};
+    use super::*;
+    use std::net::{IpAddr, Ipv4Addr};
+
+    const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+    fn allocator(range: &str) -> PortAllocator {
+        PortAllocator::new(LOOPBACK, range.parse::<PortRange>().unwrap())
+    }
+
+    fn start(ports: &PortAllocator) -> Relay {
+        Relay::start(
+            ports.allocate().unwrap(),
+            ports.allocate().unwrap(),
+            RelayConfig::default(),
+        )
+        .unwrap()
+    }
+
+    async fn phone() -> UdpSocket {
+        UdpSocket::bind((LOOPBACK, 0)).await.unwrap()
+    }
+
+    fn addr(socket: &UdpSocket) -> SocketAddr {
+        socket.local_addr().unwrap()
+    }
+
+    fn rtp_addr(relay: &Relay, side: Side) -> SocketAddr {
+        SocketAddr::new(LOOPBACK, relay.rtp_port(side))
+    }
+
+    fn rtcp_addr(relay: &Relay, side: Side) -> SocketAddr {
+        SocketAddr::new(LOOPBACK, relay.rtp_port(side) + 1)
+    }
+
+    fn rtp(seq: u16, timestamp: u32, ssrc: u32) -> Vec<u8> {
+        let mut p = vec![0x80, 0x00];
+        p.extend_from_slice(&seq.to_be_bytes());
+        p.extend_from_slice(&timestamp.to_be_bytes());
+        p.extend_from_slice(&ssrc.to_be_bytes());
+        p.extend_from_slice(&[0xd5; 160]);
+        p
+    }
+
+    async fn recv(socket: &UdpSocket) -> (Vec<u8>, SocketAddr) {
+        let mut buf = [0u8; 2048];
+        let (len, from) = socket.recv_from(&mut buf).await.unwrap();
+        (buf[..len].to_vec(), from)
+    }
+
+    /// Waits for the relay to have done something observable in its counters.
+    async fn until(condition: impl Fn() -> bool) {
+        while !condition() {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn relays_rtp_and_rtcp_both_ways() {
+        let ports = allocator("32000-32019");
+        let relay = start(&ports);
+        let (a_rtp, a_rtcp, b_rtp, b_rtcp) =
+            (phone().await, phone().await, phone().await, phone().await);
+        relay.set_remote(Side::A, Some(addr(&a_rtp)), Some(addr(&a_rtcp)));
+        relay.set_remote(Side::B, Some(addr(&b_rtp)), Some(addr(&b_rtcp)));
+
+        let from_a = rtp(1, 0, 0xA);
+        a_rtp
+            .send_to(&from_a, rtp_addr(&relay, Side::A))
+            .await
+            .unwrap();
+        assert_eq!(
+            recv(&b_rtp).await,
+            (from_a.clone(), rtp_addr(&relay, Side::B))
+        );
+        let from_b = rtp(7, 800, 0xB);
+        b_rtp
+            .send_to(&from_b, rtp_addr(&relay, Side::B))
+            .await
+            .unwrap();
+        assert_eq!(recv(&a_rtp).await, (from_b, rtp_addr(&relay, Side::A)));
+
+        let sender_report = [0x80, 200, 0, 1, 0, 0, 0, 0xA];
+        a_rtcp
+            .send_to(&sender_report, rtcp_addr(&relay, Side::A))
+            .await
+            .unwrap();
+        assert_eq!(
+            recv(&b_rtcp).await,
+            (sender_report.to_vec(), rtcp_addr(&relay, Side::B))
+        );
+
+        let a = relay.stats(Side::A);
+        assert_eq!(
+            (a.rtp_packets, a.rtp_bytes, a.rtcp_packets, a.rtcp_bytes),
+            (1, 172, 1, 8)
+        );
+        assert_eq!((a.sent_packets, a.refused_packets), (1, 0));
+        assert_eq!(relay.stats(Side::B).sent_packets, 2);
+        assert_eq!(ports.in_use(), 2);
+        relay.stop().await;
+        assert_eq!(ports.in_use(), 0);
+    }
+
+    #[tokio::test]
+    async fn latches_to_where_media_really_comes_from() {
+        let ports = allocator("32020-32039");
+        let relay = start(&ports);
+        // The SDP names an address the phone doesn't send from (it is behind NAT).
+        let (sdp_address, a, b, intruder) =
+            (phone().await, phone().await, phone().await, phone().await);
+        relay.set_remote(Side::A, Some(addr(&sdp_address)), None);
+        relay.set_remote(Side::B, Some(addr(&b)), None);
+        assert_eq!(relay.stats(Side::A).rtp_remote, Some(addr(&sdp_address)));
+
+        a.send_to(&rtp(1, 0, 0xA), rtp_addr(&relay, Side::A))
+            .await
+            .unwrap();
+        assert_eq!(recv(&b).await.0, rtp(1, 0, 0xA));
+        assert_eq!(relay.stats(Side::A).rtp_remote, Some(addr(&a)));
+        b.send_to(&rtp(1, 0, 0xB), rtp_addr(&relay, Side::B))
+            .await
+            .unwrap();
+        assert_eq!(recv(&a).await.0, rtp(1, 0, 0xB));
+
+        // Another source can't take the latched leg over.
+        intruder
+            .send_to(&rtp(99, 0, 0xE), rtp_addr(&relay, Side::A))
+            .await
+            .unwrap();
+        until(|| relay.stats(Side::A).refused_packets == 1).await;
+        a.send_to(&rtp(2, 160, 0xA), rtp_addr(&relay, Side::A))
+            .await
+            .unwrap();
+        assert_eq!(recv(&b).await.0, rtp(2, 160, 0xA));
+        assert_eq!(relay.stats(Side::A).rtp_remote, Some(addr(&a)));
+        relay.stop().await;
+    }
+
+    #[tokio::test]
+    async fn stream_stays_continuous_when_the_source_behind_a_leg_changes() {
+        let ports = allocator("32040-32059");
+        let relay = start(&ports);
+        let (first, second, b) = (phone().await, phone().await, phone().await);
+        relay.set_remote(Side::A, Some(addr(&first)), None);
+        relay.set_remote(Side::B, Some(addr(&b)), None);
+        for i in 0..3u16 {
+            first
+                .send_to(
+                    &rtp(10 + i, 160 * u32::from(i), 0xA),
+                    rtp_addr(&relay, Side::A),
+                )
+                .await
+                .unwrap();
+            assert_eq!(recv(&b).await.0, rtp(10 + i, 160 * u32::from(i), 0xA));
+        }
+        // A re-INVITE puts another phone behind leg A.
+        relay.set_remote(Side::A, Some(addr(&second)), None);
+        second
+            .send_to(&rtp(5000, 99_999, 0xC), rtp_addr(&relay, Side::A))
+            .await
+            .unwrap();
+        let mut expected = rtp(13, 480, 0xA);
+        expected[1] |= 0x80;
+        assert_eq!(recv(&b).await.0, expected);
+        second
+            .send_to(&rtp(5001, 100_159, 0xC), rtp_addr(&relay, Side::A))
+            .await
+            .unwrap();
+        assert_eq!(recv(&b).await.0, rtp(14, 640, 0xA));
+        // And leg A's media now goes to the new phone.
+        b.send_to(&rtp(1, 0, 0xB), rtp_addr(&relay, Side::B))
+            .await
+            .unwrap();
+        assert_eq!(recv(&second).await.0, rtp(1, 0, 0xB));
+        relay.stop().await;
+    }
+
+    #[tokio::test]
+    async fn media_timeout_names_the_silent_leg() {
+        let ports = allocator("32060-32079");
+        let relay = start(&ports);
+        let (a, b) = (phone().await, phone().await);
+        relay.set_remote(Side::A, Some(addr(&a)), None);
+        relay.set_remote(Side::B, Some(addr(&b)), None);
+        a.send_to(&rtp(1, 0, 0xA), rtp_addr(&relay, Side::A))
+            .await
+            .unwrap();
+        recv(&b).await;
+        // B has been silent since the start, A since its packet.
+        let now = Instant::now();
+        let (a_idle, b_idle) = (relay.rtp_idle(Side::A, now), relay.rtp_idle(Side::B, now));
+        assert!(a_idle < b_idle);
+        let later = now + Duration::from_secs(30);
+        assert_eq!(
+            relay.rtp_idle(Side::B, later),
+            b_idle + Duration::from_secs(30)
+        );
+        assert_eq!(
+            relay.media_timeout(later, b_idle + Duration::from_secs(30)),
+            Some(Side::B)
+        );
+        assert_eq!(
+            relay.media_timeout(later, a_idle + Duration::from_secs(30)),
+            Some(Side::A)
+        );
+        assert_eq!(
+            relay.media_timeout(later, b_idle + Duration::from_secs(31)),
+            None
+        );
+        relay.stop().await;
+    }
+
+    #[tokio::test]
+    async fn a_thousand_relays_leave_no_port_reserved() {
+        let ports = allocator("32100-32139");
+        for _ in 0..1000 {
+            start(&ports).stop().await;
+        }
+        assert_eq!(ports.in_use(), 0);
+        // Dropping without stop releases them too, once the runtime drops the tasks.
+        drop(start(&ports));
+        until(|| ports.in_use() == 0).await;
+    }
+}
