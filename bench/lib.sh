@@ -29,11 +29,12 @@ need_tool() {
     command -v "$bin" >/dev/null 2>&1 || die "$package is installed but $bin is not on PATH"
 }
 
-# A loopback port nobody listens on (UDP or TCP), from a range away from the ephemeral one.
+# A loopback port nobody listens on (UDP or TCP), above the kernel's ephemeral range
+# (32768-60999) and away from the RTP range the bench gives switchboard.
 free_port() {
     local port
     for _ in $(seq 1 200); do
-        port=$((20000 + RANDOM % 10000))
+        port=$((61000 + RANDOM % 4000))
         if [[ -z $(ss -Hlnu "sport = :$port") && -z $(ss -Hlnt "sport = :$port") ]]; then
             echo "$port"
             return 0
@@ -70,6 +71,10 @@ write_switchboard_config() {
 [sip]
 listen = ["udp:127.0.0.1:$sip_port"]
 auth_algorithms = ["MD5"]
+
+[media]
+# 20,000 ports: 5,000 calls of two legs with an RTP and an RTCP port each.
+rtp_ports = "10000-29999"
 
 [admin]
 listen = "127.0.0.1:$admin_port"
