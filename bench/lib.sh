@@ -55,11 +55,19 @@ wait_tcp() {
     return 1
 }
 
-# Builds the release binary once; prints its path.
-build_switchboard() {
-    log "building switchboard (release)"
-    (cd "$ROOT" && cargo build --release --quiet --bin switchboard) >&2 || die "release build failed"
-    echo "$TARGET_DIR/release/switchboard"
+# Builds a release target and copies it into `dir`, so a later build in a shared
+# target directory cannot swap the binary under a running benchmark; prints the copy's
+# path. Arguments: dir cargo-target-args... (e.g. --bin switchboard)
+build_release() {
+    local dir=$1
+    shift
+    log "building $* (release)"
+    (cd "$ROOT" && cargo build --release --quiet "$@") >&2 || die "release build failed: $*"
+    local name=${!#} path
+    path=$TARGET_DIR/release/$name
+    [[ $1 == --example ]] && path=$TARGET_DIR/release/examples/$name
+    cp "$path" "$dir/" || die "no binary at $path"
+    echo "$dir/$name"
 }
 
 # Writes a switchboard config for a bench run: SIP on loopback, extensions 1000 and 1001
@@ -147,4 +155,34 @@ machine_json() {
 # Sum of user and system CPU time of a process and its threads, in clock ticks.
 cpu_ticks() {
     awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0
+}
+
+# Busy CPU percentage of the whole machine over `seconds` (all cores: 100 = every core busy).
+machine_busy_pct() {
+    local seconds=${1:-3} a b
+    a=($(head -1 /proc/stat))
+    sleep "$seconds"
+    b=($(head -1 /proc/stat))
+    local total=0 idle i
+    for i in 1 2 3 4 5 6 7 8; do
+        total=$((total + b[i] - a[i]))
+    done
+    idle=$((b[4] - a[4] + b[5] - a[5]))
+    echo $(((total - idle) * 100 / (total > 0 ? total : 1)))
+}
+
+# The figures only mean something on a quiet machine: waits up to `max_wait` seconds
+# for other load to fall under 10% of the machine, and says so when it does not.
+# Prints the last busy percentage seen (recorded in the results).
+wait_for_quiet() {
+    local max_wait=${1:-0} waited=0 busy
+    busy=$(machine_busy_pct 3)
+    while ((busy > 10 && waited < max_wait)); do
+        log "machine busy (${busy}% CPU used by others); waiting for quiet"
+        sleep 10
+        waited=$((waited + 13))
+        busy=$(machine_busy_pct 3)
+    done
+    ((busy <= 10)) || log "warning: ${busy}% of the CPU is used by other processes; figures will be low and noisy"
+    echo "$busy"
 }

@@ -10,7 +10,8 @@
 # way per call, and measures loss, one-way latency, jitter, relay CPU per packet and
 # memory per call; N steps up until loss passes 0.1%.
 #
-# Usage: bench/media.sh [rtp_load run options, e.g. --calls 100,500,1000 --measure 10]
+# Usage: bench/media.sh [--wait-quiet SECONDS] [rtp_load run options, e.g.
+#                       --calls 100,500,1000 --measure 10]
 #        bench/media.sh --help-load    (all rtp_load options)
 # Results: a table on stderr, a summary on stdout, bench/results/media-<UTC time>.json
 # (also copied to bench/results/media-latest.json).
@@ -21,7 +22,12 @@ if [[ ${1:-} == --help-load ]]; then
     (cd "$ROOT" && cargo run --release --quiet --example rtp_load -- run --help)
     exit 0
 fi
-[[ ${1:-} == -h || ${1:-} == --help ]] && { sed -n '2,17p' "$0"; exit 0; }
+[[ ${1:-} == -h || ${1:-} == --help ]] && { sed -n '2,18p' "$0"; exit 0; }
+WAIT_QUIET=0
+if [[ ${1:-} == --wait-quiet ]]; then
+    WAIT_QUIET=$2
+    shift 2
+fi
 
 # Every relayed call holds four sockets in switchboard and two in the reference relay.
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" || true
@@ -38,10 +44,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-SB_BIN=$(build_switchboard)
-log "building rtp_load (release)"
-(cd "$ROOT" && cargo build --release --quiet --example rtp_load) >&2 || die "rtp_load build failed"
-LOAD_BIN=$TARGET_DIR/release/examples/rtp_load
+SB_BIN=$(build_release "$WORK" --bin switchboard)
+LOAD_BIN=$(build_release "$WORK" --example rtp_load)
 
 SB_PORT=$(free_port)
 ADMIN_PORT=$(free_port)
@@ -49,6 +53,8 @@ config=$(write_switchboard_config "$WORK" "$SB_PORT" "$ADMIN_PORT")
 start_switchboard "$SB_BIN" "$config" "$WORK/switchboard.log" "$ADMIN_PORT"
 log "switchboard pid $SB_PID on udp 127.0.0.1:$SB_PORT"
 
+busy=$(wait_for_quiet "$WAIT_QUIET")
+log "other processes use ${busy}% of the CPU"
 mkdir -p "$RESULTS_DIR"
 out=$RESULTS_DIR/media-$(date -u +%Y%m%dT%H%M%SZ).json
 "$LOAD_BIN" run --switchboard "127.0.0.1:$SB_PORT" --switchboard-pid "$SB_PID" \

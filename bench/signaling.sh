@@ -12,6 +12,7 @@
 #
 # Usage: bench/signaling.sh [--rates "200 400 ..."] [--calls N] [--repeats N]
 #                           [--hold-ms MS] [--targets "switchboard kamailio"]
+#                           [--wait-quiet SECONDS]   (wait for other load to stop)
 # Results: a table on stdout and bench/results/signaling-<UTC time>.json
 # (also copied to bench/results/signaling-latest.json).
 set -euo pipefail
@@ -22,6 +23,7 @@ CALLS=5000
 REPEATS=3
 HOLD_MS=500
 TARGETS="switchboard kamailio"
+WAIT_QUIET=0
 while (($#)); do
     case $1 in
     --rates) RATES=$2; shift 2 ;;
@@ -29,7 +31,8 @@ while (($#)); do
     --repeats) REPEATS=$2; shift 2 ;;
     --hold-ms) HOLD_MS=$2; shift 2 ;;
     --targets) TARGETS=$2; shift 2 ;;
-    -h | --help) sed -n '2,17p' "$0"; exit 0 ;;
+    --wait-quiet) WAIT_QUIET=$2; shift 2 ;;
+    -h | --help) sed -n '2,18p' "$0"; exit 0 ;;
     *) die "unknown argument $1 (see --help)" ;;
     esac
 done
@@ -70,7 +73,7 @@ declare -A TARGET_SCENARIO=(
     [kamailio]=$ROOT/bench/sipp/uac_call_proxy.xml
 )
 if [[ $TARGETS == *switchboard* ]]; then
-    SB_BIN=$(build_switchboard)
+    SB_BIN=$(build_release "$WORK" --bin switchboard)
     mkdir -p "$WORK/sb"
     config=$(write_switchboard_config "$WORK/sb" "$SB_PORT" "$ADMIN_PORT")
     start_switchboard "$SB_BIN" "$config" "$WORK/sb/switchboard.log" "$ADMIN_PORT"
@@ -102,6 +105,7 @@ if [[ $TARGETS == *kamailio* ]]; then
     log "kamailio pid $KAM_PID on udp 127.0.0.1:$KAM_PORT"
 fi
 
+BACKGROUND_BUSY=$(wait_for_quiet "$WAIT_QUIET")
 UAS_PID=$(sipp_background -sf "$ROOT/tests/interop/uas_answer.xml" -i 127.0.0.1 -p "$UAS_PORT")
 [[ -n $UAS_PID ]] || die "SIPp UAS did not start"
 PIDS+=("$UAS_PID")
@@ -209,6 +213,7 @@ out=$RESULTS_DIR/signaling-$stamp.json
         "$(sipp -v 2>&1 | grep -o 'v[0-9][0-9.]*[0-9]' | head -1)" "$(kamailio -v 2>/dev/null | sed -n 's/^version: kamailio \([^ ]*\).*/\1/p')"
     printf '  "settings": {"rates": [%s], "calls_per_step": %d, "repeats": %d, "hold_ms": %d},\n' \
         "$(tr ' ' ',' <<<"$RATES")" "$CALLS" "$REPEATS" "$HOLD_MS"
+    printf '  "background_cpu_pct_before": %d,\n' "$BACKGROUND_BUSY"
     printf '  "summary": {%s},\n' "$(IFS=,; echo "${summary[*]}")"
     printf '  "ratio_switchboard_to_kamailio": %s,\n' "$ratio"
     printf '  "steps": [\n    %s\n  ]\n}\n' "$(printf '%s\n' "${STEPS[@]}" | paste -sd '\t' | sed 's/\t/,\n    /g')"

@@ -158,6 +158,7 @@ fn run(args: RunArgs) -> io::Result<()> {
     let mut reference_on = !args.no_reference;
     let mut switchboard_on = switchboard.is_some();
     let mut steps: Vec<Step> = Vec::new();
+    let mut notes: Vec<String> = Vec::new();
 
     for &n in &args.calls {
         if reference_on {
@@ -192,9 +193,12 @@ fn run(args: RunArgs) -> io::Result<()> {
             let bridged = match agent.place_calls(n, args.setup_rate, 200, setup_time) {
                 Ok(b) => b,
                 Err(e) => {
-                    eprintln!("switchboard: {n} calls could not be set up: {e}");
+                    let note = format!("switchboard: {n} calls could not be set up: {e}");
+                    eprintln!("{note}");
+                    notes.push(note);
                     let _ = agent.hang_up_all(args.setup_rate, Duration::from_secs(30));
-                    break;
+                    switchboard_on = false;
+                    continue;
                 }
             };
             let calls: Vec<CallMedia> = bridged
@@ -241,6 +245,7 @@ fn run(args: RunArgs) -> io::Result<()> {
                 "codec": "PCMU, 160-byte payload",
             },
             "summary": summary,
+            "notes": notes,
             "steps": steps,
         });
         std::fs::write(&path, serde_json::to_string_pretty(&doc)? + "\n")?;
