@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use switchboard::admin::client::{AdminClient, ClientError};
 use switchboard::config::{self, Config};
+use switchboard::dialplan::{self, Dialplan};
 use switchboard::server::{self, RunOptions};
 use tracing_subscriber::EnvFilter;
 
@@ -37,8 +38,13 @@ enum Command {
         #[arg(long)]
         sip_trace: bool,
     },
-    /// Validate the config (and, later, the dialplans) without starting anything.
+    /// Validate the config and the dialplans without starting anything.
     Check,
+    /// Check or test the Lua dialplans in `[dialplan] dir`.
+    Dialplan {
+        #[command(subcommand)]
+        command: DialplanCommand,
+    },
     /// Show the running server's version, uptime, listeners and counters.
     Status,
     /// List registered contacts.
@@ -56,6 +62,24 @@ enum Command {
     Reload,
     /// Show the passwords generated for extensions that have none in the config.
     Secrets,
+    /// List call detail records, newest last.
+    Cdr {
+        /// How many records, counting back from the newest.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = CdrFormat::Json)]
+        format: CdrFormat,
+    },
+}
+
+#[derive(Subcommand)]
+enum DialplanCommand {
+    /// Compile every script and run default.lua's top level; report the first error as
+    /// file:line: message.
+    Check,
+    /// Run the simulated calls in the dialplan folder's tests/*.lua.
+    Test,
 }
 
 fn main() -> ExitCode {
@@ -93,7 +117,14 @@ fn execute(cli: Cli) -> Result<(), String> {
     match cli.command {
         Command::Run { sip_trace } => run(config, RunOptions { sip_trace }),
         Command::Check => check(&config),
+        Command::Dialplan {
+            command: DialplanCommand::Check,
+        } => dialplan_check(&config),
+        Command::Dialplan {
+            command: DialplanCommand::Test,
+        } => dialplan_test(&config),
         Command::Secrets => secrets(&config),
+        Command::Cdr { limit, format } => cdr(&config, limit, format),
         Command::Status => admin_call(&config, "status", |c| c.get("/api/status")),
         Command::Registrations => {
             admin_call(&config, "registrations", |c| c.get("/api/registrations"))
@@ -126,15 +157,47 @@ fn check(config: &Config) -> Result<(), String> {
     Ok(())
 }
 
-/// Hook for the dialplan engine (issue 5): load and compile every script in
-/// `dialplan.dir` and report the first error as `file:line: message`. Until that engine
-/// exists there is nothing to compile, so this says so instead of pretending.
+/// `switchboard check`'s part for the dialplans. A config whose dialplan folder does not
+/// exist is still checked (and passes) with a warning, so a config can be validated
+/// before its dialplans are in place; `dialplan check` insists on the folder.
 fn check_dialplans(config: &Config) -> Result<(), String> {
+    let dir = &config.dialplan.dir;
+    if !dir.exists() {
+        println!(
+            "dialplans: {} does not exist: `switchboard run` needs it",
+            dir.display()
+        );
+        return Ok(());
+    }
+    dialplan_check(config)
+}
+
+fn dialplan_check(config: &Config) -> Result<(), String> {
+    let plan = Dialplan::load(&config.dialplan.dir).map_err(|e| e.to_string())?;
     println!(
-        "dialplans in {}: not checked (this build has no dialplan engine yet)",
-        config.dialplan.dir.display()
+        "dialplans in {}: OK ({})",
+        plan.dir().display(),
+        plan.files().join(", ")
     );
     Ok(())
+}
+
+fn dialplan_test(config: &Config) -> Result<(), String> {
+    let dir = &config.dialplan.dir;
+    let report = dialplan::harness::run_tests(dir).map_err(|e| e.to_string())?;
+    if report.files.is_empty() {
+        println!(
+            "no tests: add *.lua files to {}",
+            dir.join(dialplan::harness::TESTS_DIR).display()
+        );
+        return Ok(());
+    }
+    println!("{report}");
+    if report.success() {
+        Ok(())
+    } else {
+        Err(format!("{} dialplan tests failed", report.failed()))
+    }
 }
 
 /// Reads the secrets file directly rather than asking the server: the file's 0600 mode
@@ -166,6 +229,40 @@ fn secrets(config: &Config) -> Result<(), String> {
 }
 
 /// Calls the running server's admin API at `[admin] listen` and prints the JSON answer.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum CdrFormat {
+    Json,
+    Csv,
+}
+
+/// `switchboard cdr`: the records come as JSON from the admin API; CSV is made here
+/// with the same writer the API's `?format=csv` uses.
+fn cdr(config: &Config, limit: usize, format: CdrFormat) -> Result<(), String> {
+    let path = format!("/api/cdrs?limit={limit}");
+    match format {
+        CdrFormat::Json => admin_call(config, "cdr", |c| c.get(&path)),
+        CdrFormat::Csv => {
+            let client = AdminClient::new(config.admin.listen);
+            let json = client
+                .get(&path)
+                .map_err(|e| format!("`switchboard cdr`: {e}"))?;
+            let rows: Vec<(u64, switchboard::store::Cdr)> = json["cdrs"]
+                .as_array()
+                .map(|records| {
+                    records
+                        .iter()
+                        .filter_map(|r| {
+                            Some((r["id"].as_u64()?, serde_json::from_value(r.clone()).ok()?))
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            print!("{}", switchboard::store::cdrs_to_csv(&rows));
+            Ok(())
+        }
+    }
+}
+
 fn admin_call(
     config: &Config,
     command: &str,
@@ -217,6 +314,19 @@ mod tests {
         assert_eq!(b.log_level.as_deref(), Some("debug"));
         let run = Cli::try_parse_from(["switchboard", "run", "--sip-trace"]).unwrap();
         assert!(matches!(run.command, Command::Run { sip_trace: true }));
+    }
+
+    #[test]
+    fn dialplan_subcommands_parse() {
+        let cli = Cli::try_parse_from(["switchboard", "dialplan", "test", "-c", "a.toml"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Dialplan {
+                command: DialplanCommand::Test
+            }
+        ));
+        assert_eq!(cli.config, Some(PathBuf::from("a.toml")));
+        assert!(Cli::try_parse_from(["switchboard", "dialplan"]).is_err());
     }
 
     #[test]

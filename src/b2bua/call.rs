@@ -5,7 +5,7 @@ use super::control::Op;
 use crate::dialplan::call::{DialRequest, DialResult, DialStatus, DialTarget};
 use crate::media::{Relay, RtpPortPair, Side};
 use crate::sdp::{OriginState, Sdp};
-use crate::sip::dialog::{Dialog, Forks};
+use crate::sip::dialog::{Dialog, Forks, SessionTimer};
 use crate::sip::transaction::{Peer, TxKey};
 use crate::sip::{Request, Response};
 use crate::store::{Disposition, HangupBy};
@@ -28,6 +28,8 @@ pub struct ALeg {
     pub final_sent: bool,
     /// Our 2xx, resent until the ACK arrives (RFC 6026 leaves that to the TU).
     pub unacked_ok: Option<Response>,
+    /// The session timer agreed with the caller (RFC 4028), if any.
+    pub timer: Option<SessionTimer>,
 }
 
 /// One INVITE we sent for a dial, with the early dialogs its responses created.
@@ -53,6 +55,8 @@ pub struct BLeg {
     pub ack: Request,
     pub our_ip: IpAddr,
     pub origin: OriginState,
+    /// The session timer the callee's 2xx agreed to, if any.
+    pub timer: Option<SessionTimer>,
 }
 
 /// A dial in progress: what the script asked, and where the answer goes.
@@ -107,6 +111,10 @@ pub struct Call {
     pub answered_by: Option<DialTarget>,
     /// The dialplan task has finished.
     pub route_done: bool,
+    /// Requests of our own in the dialogs (session refreshes, BYEs), by transaction.
+    pub own_requests: Vec<(TxKey, Side)>,
+    /// Bumped whenever a leg's session timer is re-armed, so stale timers are ignored.
+    pub session_generation: [u64; 2],
 }
 
 impl Call {

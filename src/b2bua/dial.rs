@@ -7,7 +7,9 @@ use super::{B2bua, CallTimer};
 use crate::dialplan::call::{DialRequest, DialResult, DialStatus, DialTarget, Strategy};
 use crate::media::Side;
 use crate::sdp::{OriginState, Sdp};
-use crate::sip::dialog::{Body, Forks, InviteParams, new_call_id, new_uac_invite, sip_address};
+use crate::sip::dialog::{
+    Body, Forks, InviteParams, TimerPolicy, new_call_id, new_uac_invite, sip_address,
+};
 use crate::sip::transaction::{Peer, SendError, TransactionLayer, TransportKind};
 use crate::sip::{HeaderName, Host, Method, NameAddr, SipStr, SipUri, Uri};
 use std::net::SocketAddr;
@@ -207,7 +209,8 @@ impl B2bua {
                 )
             })
             .collect();
-        let (invite, seed) = new_uac_invite(params);
+        let (mut invite, seed) = new_uac_invite(params);
+        TimerPolicy::default().add_to_request(&mut invite);
         let key = match txl.send_request(now, peer, invite.clone()) {
             Ok(k) => k,
             Err(e) => {
@@ -433,12 +436,14 @@ impl B2bua {
         let Some(call) = self.calls.get_mut(&id) else {
             return;
         };
+        let timer = TimerPolicy::default().from_response(&resp);
         call.b = Some(BLeg {
             dialog,
             peer,
             ack,
             our_ip,
             origin: OriginState::new(rand::random::<u32>() as u64),
+            timer,
         });
         call.answered_by = Some(target);
         if let Some(dial) = call.dial.take() {
@@ -460,6 +465,7 @@ impl B2bua {
             id,
             CallTimer::MediaCheck,
         );
+        self.arm_session_timer(id, Side::B, now);
     }
 }
 

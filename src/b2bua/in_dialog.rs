@@ -57,9 +57,12 @@ impl B2bua {
                 tracing::info!(?side, "BYE");
                 self.end_call(txl, id, Disposition::Answered, by, "normal clearing");
             }
-            Method::Invite | Method::Update | Method::Info => {
+            Method::Invite | Method::Update => {
+                // A re-INVITE or UPDATE from the peer refreshes its session (RFC 4028 §10).
+                self.arm_session_timer(id, side, now);
                 self.relay_request(txl, id, side, key, req, now)
             }
+            Method::Info => self.relay_request(txl, id, side, key, req, now),
             _ => {
                 let resp = dialog.respond(&req, 200);
                 let _ = txl.send_response(now, key, resp);

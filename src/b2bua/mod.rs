@@ -21,7 +21,7 @@ use crate::dialplan::call::{CallInfo, DialResult, DialStatus, Party};
 use crate::media::{PortAllocator, Relay, RelayConfig, Side};
 use crate::registrar::Registrar;
 use crate::sdp::{Codec, OriginState, Sdp};
-use crate::sip::dialog::{Body, Dialog, SentBy, new_tag};
+use crate::sip::dialog::{Body, Dialog, SentBy, TimerPolicy, new_tag};
 use crate::sip::transaction::{Peer, TransactionLayer, TransportKind, TxKey};
 use crate::sip::{Host, Known, Method, Request, Response, SipStr, SipUri, Uri, reason_phrase};
 use crate::store::{Cdr, Disposition, HangupBy};
@@ -77,6 +77,10 @@ enum CallTimer {
     },
     /// Look at the relay's counters for a leg that stopped sending.
     MediaCheck,
+    /// Send a session refresh on this leg (RFC 4028: we are its refresher).
+    SessionRefresh { side: Side, generation: u64 },
+    /// This leg's session expired without a refresh from the peer.
+    SessionExpired { side: Side, generation: u64 },
 }
 
 /// A live call as `switchboard calls` shows it.
@@ -228,6 +232,17 @@ impl B2bua {
             Ok(d) => d,
             Err(e) => return reject(txl, 400, &format!("Bad Request ({e})")),
         };
+        let timer = match TimerPolicy::default().answer(&req) {
+            Ok(t) => t,
+            Err(rejection) => {
+                let _ = txl.send_response(
+                    now,
+                    key,
+                    crate::sip::checks::rejection_response(&req, &rejection),
+                );
+                return;
+            }
+        };
         let _ = txl.send_trying(now, key);
         let id = self.next_call;
         self.next_call += 1;
@@ -285,6 +300,7 @@ impl B2bua {
                     origin: OriginState::new(rand::random::<u32>() as u64),
                     final_sent: false,
                     unacked_ok: None,
+                    timer,
                 },
                 branches: Vec::new(),
                 dial: None,
@@ -303,6 +319,8 @@ impl B2bua {
                 bridged_reply: None,
                 answered_by: None,
                 route_done: false,
+                own_requests: Vec::new(),
+                session_generation: [0; 2],
             },
         );
         (self.ctx.route)(CallHandle {
@@ -372,9 +390,24 @@ impl B2bua {
             self.on_branch_response(txl, id, i, resp);
         } else if let Some(i) = call.relayed.iter().position(|r| r.client_tx == key) {
             self.on_relayed_response(txl, id, i, resp);
-        } else if let Some(b) = call.b.as_mut() {
-            // A response to a BYE or re-INVITE of our own: keep the dialog's view current.
-            b.dialog.on_response(&resp);
+        } else if let Some(i) = call.own_requests.iter().position(|(k, _)| *k == key) {
+            let side = call.own_requests[i].1;
+            if resp.status >= 200 {
+                call.own_requests.remove(i);
+            }
+            if let Some((dialog, _)) = call.leg_mut(side) {
+                dialog.on_response(&resp);
+            }
+            // The peer lost the dialog, or refuses our refresh (RFC 4028 §10).
+            if matches!(resp.status, 408 | 481) && call.ended.is_none() {
+                self.end_call(
+                    txl,
+                    id,
+                    Disposition::Answered,
+                    HangupBy::System,
+                    "session refresh failed",
+                );
+            }
         }
         true
     }
@@ -431,6 +464,23 @@ impl B2bua {
                     self.resend_2xx(txl, id, interval, give_up, now)
                 }
                 CallTimer::MediaCheck => self.check_media(txl, id, now),
+                CallTimer::SessionRefresh { side, generation } => {
+                    self.refresh_session(txl, id, side, generation, now)
+                }
+                CallTimer::SessionExpired { side, generation } => {
+                    if self.calls.get(&id).is_some_and(|c| {
+                        c.session_generation[side_index(side)] == generation && c.ended.is_none()
+                    }) {
+                        tracing::warn!(?side, "session expired without a refresh");
+                        self.end_call(
+                            txl,
+                            id,
+                            Disposition::Answered,
+                            HangupBy::System,
+                            "session timer expired",
+                        );
+                    }
+                }
             }
         }
     }
@@ -619,6 +669,9 @@ impl B2bua {
         );
         ok.headers.push(Known::Server, self.ctx.user_agent.as_str());
         ok.set_body(&body.content_type, body.bytes);
+        if let Some(timer) = call.a.timer {
+            timer.add_to_response(&mut ok);
+        }
         call.a.final_sent = true;
         call.answered_at = Some((SystemTime::now(), now));
         let reliable = call.a.peer.is_reliable();
@@ -635,6 +688,67 @@ impl B2bua {
                 },
             );
         }
+        self.arm_session_timer(id, Side::A, now);
+    }
+
+    /// (Re)starts a leg's session timer after the session was set up or refreshed:
+    /// when we refresh, a refresh is due at half the interval; when the peer does, the
+    /// call ends if none comes before the interval runs out (RFC 4028 §10).
+    pub(super) fn arm_session_timer(&mut self, id: u64, side: Side, now: Instant) {
+        let Some(call) = self.calls.get_mut(&id) else {
+            return;
+        };
+        let timer = match side {
+            Side::A => call.a.timer,
+            Side::B => call.b.as_ref().and_then(|b| b.timer),
+        };
+        let Some(timer) = timer else { return };
+        let generation = call.session_generation[side_index(side)] + 1;
+        call.session_generation[side_index(side)] = generation;
+        match timer.refresh_at(now) {
+            Some(at) => self.schedule(at, id, CallTimer::SessionRefresh { side, generation }),
+            None => self.schedule(
+                timer.expires_at(now),
+                id,
+                CallTimer::SessionExpired { side, generation },
+            ),
+        }
+    }
+
+    /// Sends a session refresh: an UPDATE without a body, which changes no media
+    /// (RFC 4028 §9 allows either UPDATE or re-INVITE).
+    fn refresh_session(
+        &mut self,
+        txl: &mut TransactionLayer,
+        id: u64,
+        side: Side,
+        generation: u64,
+        now: Instant,
+    ) {
+        let Some(call) = self.calls.get_mut(&id) else {
+            return;
+        };
+        if call.ended.is_some() || call.session_generation[side_index(side)] != generation {
+            return;
+        }
+        let timer = match side {
+            Side::A => call.a.timer,
+            Side::B => call.b.as_ref().and_then(|b| b.timer),
+        };
+        let Some(timer) = timer else { return };
+        let Some((dialog, peer)) = call.leg_mut(side) else {
+            return;
+        };
+        let mut update = dialog.new_request(Method::Update, None);
+        timer.add_to_request(&mut update);
+        match txl.send_request(now, peer, update) {
+            Ok(key) => {
+                call.own_requests.push((key, side));
+                self.by_client_tx.insert(key, id);
+            }
+            Err(e) => tracing::warn!(error = %e, "session refresh not sent"),
+        }
+        self.arm_session_timer(id, side, now);
     }
 
     /// A final non-2xx (or 3xx with a Contact) to the unanswered caller, ending the call.
@@ -711,11 +825,15 @@ impl B2bua {
             && by != HangupBy::Callee
         {
             let bye = b.dialog.new_request(Method::Bye, None);
-            let _ = txl.send_request(now, b.peer, bye);
+            if let Ok(key) = txl.send_request(now, b.peer, bye) {
+                call.own_requests.push((key, Side::B));
+            }
         }
         if call.a.final_sent && call.is_answered() && by != HangupBy::Caller {
             let bye = call.a.dialog.new_request(Method::Bye, None);
-            let _ = txl.send_request(now, call.a.peer, bye);
+            if let Ok(key) = txl.send_request(now, call.a.peer, bye) {
+                call.own_requests.push((key, Side::A));
+            }
         } else if !call.a.final_sent {
             let resp = call.a.dialog.respond(&call.a.invite, 480);
             call.a.final_sent = true;
@@ -869,6 +987,13 @@ impl B2bua {
         if let Some(relay) = call.media.relay.as_ref() {
             relay.set_remote(side, rtp, rtcp);
         }
+    }
+}
+
+fn side_index(side: Side) -> usize {
+    match side {
+        Side::A => 0,
+        Side::B => 1,
     }
 }
 

@@ -108,10 +108,11 @@ pub enum DialStatus {
     Answered,
     /// Every target that could be reached was busy (486/600).
     Busy,
-    /// Something rang, but nobody answered before the timeout.
+    /// Something rang, but nobody answered before the timeout (or a target answered
+    /// 408, 480 or 487).
     NoAnswer,
     /// The targets exist but none could be reached (an extension with no registered
-    /// contact, 480, 503, a transport failure).
+    /// contact, 503, a transport failure).
     Unavailable,
     /// Declined or failed with another final response (603, 4xx–6xx).
     Failed,
@@ -178,8 +179,9 @@ impl DialStatus {
 #[derive(Debug, Clone, PartialEq)]
 pub struct DialResult {
     pub status: DialStatus,
-    /// The final response that decided it, when there was one: 200, 486, 603... `None`
-    /// when nobody answered before the timeout or nothing could be reached.
+    /// The final response that decided it: 200, 486, 603..., and 480 for a timeout or
+    /// an extension with no registered contact. `None` when there was none to report
+    /// (the caller cancelled).
     pub sip_code: Option<u16>,
     /// Who answered, when someone did.
     pub answered_by: Option<DialTarget>,

@@ -5,7 +5,7 @@ use super::core::ShardQuery;
 use crate::admin::ApiError;
 use crate::b2bua::CallSummary;
 use crate::media::PortAllocator;
-use crate::store::{Cdr, Store};
+use crate::store::Store;
 use axum::extract::{Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -76,7 +76,11 @@ async fn cdrs(
             message: e.to_string(),
         })?;
     match q.format.as_deref() {
-        Some("csv") => Ok(([(header::CONTENT_TYPE, "text/csv")], to_csv(&rows)).into_response()),
+        Some("csv") => Ok((
+            [(header::CONTENT_TYPE, "text/csv")],
+            crate::store::cdrs_to_csv(&rows),
+        )
+            .into_response()),
         None | Some("json") => {
             let records: Vec<serde_json::Value> = rows
                 .into_iter()
@@ -92,73 +96,5 @@ async fn cdrs(
             status: StatusCode::BAD_REQUEST,
             message: format!("unknown format {other:?}; use json or csv"),
         }),
-    }
-}
-
-/// RFC 4180 CSV with a header row.
-pub fn to_csv(rows: &[(u64, Cdr)]) -> String {
-    let mut out = String::from(
-        "id,call_id,caller,callee,start_unix,answer_unix,end_unix,duration_secs,disposition,hangup_by,hangup_cause\r\n",
-    );
-    for (id, c) in rows {
-        let fields = [
-            id.to_string(),
-            c.call_id.clone(),
-            c.caller.clone(),
-            c.callee.clone(),
-            c.start_unix.to_string(),
-            c.answer_unix.map(|a| a.to_string()).unwrap_or_default(),
-            c.end_unix.to_string(),
-            c.duration_secs.to_string(),
-            serde_json::to_value(c.disposition)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_string))
-                .unwrap_or_default(),
-            serde_json::to_value(c.hangup_by)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_string))
-                .unwrap_or_default(),
-            c.hangup_cause.clone(),
-        ];
-        let line: Vec<String> = fields.iter().map(|f| csv_field(f)).collect();
-        out.push_str(&line.join(","));
-        out.push_str("\r\n");
-    }
-    out
-}
-
-fn csv_field(f: &str) -> String {
-    if f.contains([',', '"', '\r', '\n']) {
-        format!("\"{}\"", f.replace('"', "\"\""))
-    } else {
-        f.to_string()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::store::{Disposition, HangupBy};
-
-    #[test]
-    fn csv_quotes_fields_that_need_it() {
-        let cdr = Cdr {
-            call_id: "a,b".into(),
-            caller: "1000".into(),
-            callee: "1001".into(),
-            start_unix: 1,
-            answer_unix: None,
-            end_unix: 3,
-            duration_secs: 0,
-            disposition: Disposition::Busy,
-            hangup_by: HangupBy::System,
-            hangup_cause: "said \"busy\"".into(),
-        };
-        let csv = to_csv(&[(7, cdr)]);
-        let row = csv.lines().nth(1).unwrap();
-        assert_eq!(
-            row,
-            r#"7,"a,b",1000,1001,1,,3,0,busy,system,"said ""busy""""#
-        );
     }
 }

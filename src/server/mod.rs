@@ -8,6 +8,7 @@ use crate::admin::Stats;
 use crate::admin::{self, AdminState};
 use crate::b2bua::{B2bua, B2buaContext, CdrSink};
 use crate::config::{Config, Listen};
+use crate::dialplan::{DialplanHandle, Services};
 use crate::media::{PortAllocator, PortRange};
 use crate::registrar::{Registrar, RegistrarSettings};
 use crate::sip::checks::Capabilities;
@@ -56,6 +57,17 @@ pub async fn run(
         RegistrarSettings::default(),
         store.clone(),
     )?);
+    let dialplan = if config.dialplan.dir.is_dir() {
+        let services = Services::new(Arc::new(store.clone()));
+        let plan = DialplanHandle::open(&config.dialplan.dir, services)
+            .map_err(|e| format!("dialplan.dir: {e}"))?;
+        plan.watch(Duration::from_secs(1), stopped.clone());
+        tracing::info!(dir = %config.dialplan.dir.display(), "dialplan loaded; watching for changes");
+        Some(plan)
+    } else {
+        tracing::warn!(dir = %config.dialplan.dir.display(), "no dialplan folder: calls go straight to the extension dialled");
+        None
+    };
     let shards = std::thread::available_parallelism().map_or(2, |n| n.get());
     let (dispatcher, queues) = Dispatcher::new(shards);
     let (hub, listeners) = Hub::bind(
@@ -90,7 +102,7 @@ pub async fn run(
         registrar: registrar.clone(),
         ports: ports.clone(),
         cdrs,
-        route: routing::starter(&config)?,
+        route: routing::starter(dialplan.clone()),
         public_address: config.media.public_address,
         hub: hub.clone(),
         user_agent: config.sip.user_agent.clone(),
@@ -128,6 +140,10 @@ pub async fn run(
     let routes = admin::router(state)
         .merge(crate::registrar::admin_routes(registrar.clone()))
         .merge(calls_api::routes(shard_queries, store.clone(), ports));
+    let routes = match &dialplan {
+        Some(plan) => routes.merge(crate::dialplan::admin_routes(plan.clone())),
+        None => routes,
+    };
     let admin = admin::serve(config.admin.listen, routes, wait_for_stop(stopped)).await?;
 
     let signal_name = signals.recv().await;

@@ -32,7 +32,8 @@ impl Capabilities {
                 Method::Update,
                 Method::Info,
             ],
-            supported: vec![],
+            // Session timers run per leg in the B2BUA (RFC 4028).
+            supported: vec!["timer"],
         }
     }
 

@@ -102,6 +102,46 @@ impl Store {
     }
 }
 
+/// RFC 4180 CSV with a header row.
+pub fn cdrs_to_csv(rows: &[(u64, Cdr)]) -> String {
+    let mut out = String::from(
+        "id,call_id,caller,callee,start_unix,answer_unix,end_unix,duration_secs,disposition,hangup_by,hangup_cause\r\n",
+    );
+    for (id, c) in rows {
+        let fields = [
+            id.to_string(),
+            c.call_id.clone(),
+            c.caller.clone(),
+            c.callee.clone(),
+            c.start_unix.to_string(),
+            c.answer_unix.map(|a| a.to_string()).unwrap_or_default(),
+            c.end_unix.to_string(),
+            c.duration_secs.to_string(),
+            serde_json::to_value(c.disposition)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default(),
+            serde_json::to_value(c.hangup_by)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default(),
+            c.hangup_cause.clone(),
+        ];
+        let line: Vec<String> = fields.iter().map(|f| csv_field(f)).collect();
+        out.push_str(&line.join(","));
+        out.push_str("\r\n");
+    }
+    out
+}
+
+fn csv_field(f: &str) -> String {
+    if f.contains([',', '"', '\r', '\n']) {
+        format!("\"{}\"", f.replace('"', "\"\""))
+    } else {
+        f.to_string()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -167,5 +207,32 @@ mod tests {
         let json = encode(NAME, &cdr(1)).unwrap();
         assert!(json.contains(r#""disposition":"no-answer""#), "{json}");
         assert!(json.contains(r#""hangup_by":"callee""#), "{json}");
+    }
+}
+
+#[cfg(test)]
+mod csv_tests {
+    use super::*;
+
+    #[test]
+    fn csv_quotes_fields_that_need_it() {
+        let cdr = Cdr {
+            call_id: "a,b".into(),
+            caller: "1000".into(),
+            callee: "1001".into(),
+            start_unix: 1,
+            answer_unix: None,
+            end_unix: 3,
+            duration_secs: 0,
+            disposition: Disposition::Busy,
+            hangup_by: HangupBy::System,
+            hangup_cause: "said \"busy\"".into(),
+        };
+        let csv = cdrs_to_csv(&[(7, cdr)]);
+        let row = csv.lines().nth(1).unwrap();
+        assert_eq!(
+            row,
+            r#"7,"a,b",1000,1001,1,,3,0,busy,system,"said ""busy""""#
+        );
     }
 }

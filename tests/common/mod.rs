@@ -37,24 +37,40 @@ impl Server {
 
     /// Like [`Server::start`], with `sip_keys` added to the `[sip]` table.
     pub fn start_sip(sip_keys: &str) -> Server {
-        Self::launch(sip_keys, "", false)
+        Self::launch(sip_keys, "", false, None)
     }
 
     pub fn start_with(extra: &str, ipv6: bool) -> Server {
-        Self::launch("", extra, ipv6)
+        Self::launch("", extra, ipv6, None)
+    }
+
+    /// Like [`Server::start`], routing calls with the dialplans in `dir`.
+    pub fn start_with_dialplans(extra: &str, dir: &std::path::Path) -> Server {
+        Self::launch("", extra, false, Some(dir))
     }
 
     /// Like [`Server::start`], with SIP (UDP and TCP) on `ip` instead of 127.0.0.1, for
     /// phones in network namespaces; the admin API stays on loopback.
     pub fn start_on(ip: IpAddr, extra: &str) -> Server {
-        Self::launch_on(ip, "", extra, false)
+        Self::launch_on(ip, "", extra, false, None)
     }
 
-    fn launch(sip_keys: &str, extra: &str, ipv6: bool) -> Server {
-        Self::launch_on(IpAddr::from([127, 0, 0, 1]), sip_keys, extra, ipv6)
+    fn launch(
+        sip_keys: &str,
+        extra: &str,
+        ipv6: bool,
+        dialplans: Option<&std::path::Path>,
+    ) -> Server {
+        Self::launch_on(IpAddr::from([127, 0, 0, 1]), sip_keys, extra, ipv6, dialplans)
     }
 
-    fn launch_on(ip: IpAddr, sip_keys: &str, extra: &str, ipv6: bool) -> Server {
+    fn launch_on(
+        ip: IpAddr,
+        sip_keys: &str,
+        extra: &str,
+        ipv6: bool,
+        dialplans: Option<&std::path::Path>,
+    ) -> Server {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
         let admin_port = free_port();
@@ -67,7 +83,12 @@ impl Server {
         let text = format!(
             "[sip]\nlisten = [{listen}]\n{sip_keys}[admin]\nlisten = \"127.0.0.1:{admin_port}\"\n[storage]\ndir = \"{data}\"\n[dialplan]\ndir = \"{dialplans}\"\n{extra}\n",
             data = dir.path().join("data").display(),
-            dialplans = concat!(env!("CARGO_MANIFEST_DIR"), "/dialplans"),
+            dialplans = dialplans
+                .map_or(
+                    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/dialplans")),
+                    |d| d.to_path_buf()
+                )
+                .display(),
         );
         std::fs::write(&config, text).expect("write config");
         let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
@@ -172,4 +193,152 @@ pub fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(50));
     }
     f()
+}
+
+/// Extensions 1000 and 1001 with MD5-only digest (SIPp knows no SHA-256), and no
+/// request-rate limit for load from one address.
+pub const SIPP_EXTENSIONS: &str = "[security]\nmax_requests_per_sec = 0\n\
+[extensions.1000]\npassword = \"pw1000\"\nauth_algorithms = [\"MD5\"]\n\
+[extensions.1001]\npassword = \"pw1001\"\nauth_algorithms = [\"MD5\"]\n";
+
+pub fn sipp_scenario(name: &str) -> String {
+    format!("{}/tests/sipp/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// SIPp aimed at the server, with the options every run needs.
+pub fn sipp(args: &[&str], server: &Server) -> Command {
+    let mut cmd = Command::new(require_tool("sipp", "sip-tester"));
+    cmd.args(["-i", "127.0.0.1", "-buff_size", "4194304", "-nostdin"])
+        .args(args)
+        .arg(server.sip.to_string());
+    cmd
+}
+
+/// The callee: a SIPp UAS on a free port, registered as 1001 by a second SIPp.
+pub fn start_callee(server: &Server) -> Child {
+    let port = free_port().to_string();
+    let media = free_port().to_string();
+    let uas = sipp(
+        &[
+            "-sf",
+            &sipp_scenario("uas.xml"),
+            "-p",
+            &port,
+            "-mp",
+            &media,
+            "-bg",
+        ],
+        server,
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .spawn()
+    .expect("start SIPp UAS");
+    let reg_port = free_port().to_string();
+    let reg = sipp(
+        &[
+            "-sf",
+            &sipp_scenario("register.xml"),
+            "-p",
+            &reg_port,
+            "-s",
+            "1001",
+            "-au",
+            "1001",
+            "-ap",
+            "pw1001",
+        ],
+        server,
+    )
+    .args([
+        "-set",
+        "contact_port",
+        &port,
+        "-m",
+        "1",
+        "-timeout",
+        "10s",
+        "-timeout_error",
+    ])
+    .output()
+    .expect("run SIPp register");
+    assert!(
+        reg.status.success(),
+        "registration failed: {}",
+        String::from_utf8_lossy(&reg.stdout)
+    );
+    uas
+}
+
+/// `calls` calls from 1000 to `callee` at `rate` per second, each held `hold_ms`.
+pub fn call_uac(
+    server: &Server,
+    callee: &str,
+    calls: u32,
+    rate: u32,
+    hold_ms: u32,
+) -> std::process::Output {
+    let (port, media) = (free_port().to_string(), free_port().to_string());
+    let (hold, calls, rate) = (hold_ms.to_string(), calls.to_string(), rate.to_string());
+    sipp(
+        &[
+            "-sf",
+            &sipp_scenario("uac.xml"),
+            "-p",
+            &port,
+            "-mp",
+            &media,
+            "-s",
+            callee,
+            "-au",
+            "1000",
+            "-ap",
+            "pw1000",
+        ],
+        server,
+    )
+    .args([
+        "-set",
+        "caller",
+        "1000",
+        "-d",
+        &hold,
+        "-m",
+        &calls,
+        "-r",
+        &rate,
+        "-timeout",
+        "120s",
+        "-timeout_error",
+    ])
+    .output()
+    .expect("run SIPp UAC")
+}
+
+/// The server's call detail records, oldest first.
+pub fn cdrs(server: &Server) -> Vec<serde_json::Value> {
+    let url = format!("http://{}/api/cdrs?limit=5000", server.admin);
+    let body = ureq::get(&url)
+        .call()
+        .expect("cdrs")
+        .into_body()
+        .read_to_string()
+        .expect("body");
+    let v: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    v["cdrs"].as_array().cloned().unwrap_or_default()
+}
+
+/// Runs an admin subcommand against the server and parses its JSON.
+pub fn admin_json(server: &Server, command: &str) -> serde_json::Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args([command, "--config"])
+        .arg(&server.config)
+        .output()
+        .expect("cli");
+    assert!(
+        out.status.success(),
+        "{command}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("JSON")
 }

@@ -1,0 +1,126 @@
+//! Per-call cost of the dialplan: build the call's sandboxed Lua state from the
+//! compiled shipped dialplan, run `route()` to its dial, and finish, with a call that
+//! answers every dial at once. Run: `cargo bench --bench dialplan`.
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use switchboard::config::Transport;
+use switchboard::dialplan::{
+    CallControl, CallError, CallInfo, DialRequest, DialResult, DialStatus, Dialplan, ManualClock,
+    MemoryKv, Party, Services,
+};
+
+/// A call whose dials are answered (and over) at once and whose other operations do
+/// nothing, so the figure is the engine's alone.
+struct NoopCall {
+    info: CallInfo,
+}
+
+impl CallControl for NoopCall {
+    fn info(&self) -> &CallInfo {
+        &self.info
+    }
+
+    async fn dial(&mut self, request: DialRequest) -> DialResult {
+        DialResult {
+            status: DialStatus::Answered,
+            sip_code: Some(200),
+            answered_by: request.targets.into_iter().next(),
+            duration: Duration::from_secs(60),
+        }
+    }
+
+    async fn answer(&mut self) -> Result<(), CallError> {
+        Ok(())
+    }
+
+    async fn reject(&mut self, _: u16, _: Option<String>) -> Result<(), CallError> {
+        Ok(())
+    }
+
+    async fn redirect(&mut self, _: String) -> Result<(), CallError> {
+        Ok(())
+    }
+
+    async fn hangup(&mut self) -> Result<(), CallError> {
+        Ok(())
+    }
+}
+
+/// An INVITE from a desk phone as the B2BUA would describe it.
+fn call_to(number: &str) -> NoopCall {
+    let party = |user: &str, display: Option<&str>| Party {
+        user: user.into(),
+        display: display.map(String::from),
+        uri: format!("sip:{user}@pbx.example.com"),
+        host: "pbx.example.com".into(),
+    };
+    let headers = [
+        (
+            "Via",
+            "SIP/2.0/UDP 192.168.1.20:5060;branch=z9hG4bK776asdhds;rport",
+        ),
+        ("Max-Forwards", "70"),
+        ("To", "<sip:1001@pbx.example.com>"),
+        (
+            "From",
+            "\"Alice\" <sip:1000@pbx.example.com>;tag=1928301774",
+        ),
+        ("Call-ID", "a84b4c76e66710@192.168.1.20"),
+        ("CSeq", "314159 INVITE"),
+        ("Contact", "<sip:1000@192.168.1.20:5060;transport=udp>"),
+        (
+            "Allow",
+            "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, REFER, NOTIFY",
+        ),
+        ("Supported", "replaces, timer"),
+        ("User-Agent", "Yealink SIP-T46S 66.86.0.15"),
+        ("Content-Type", "application/sdp"),
+        ("Content-Length", "248"),
+    ];
+    NoopCall {
+        info: CallInfo {
+            id: "a84b4c76e66710@192.168.1.20".into(),
+            from: party("1000", Some("Alice")),
+            to: party(number, None),
+            request_uri: format!("sip:{number}@pbx.example.com"),
+            headers: headers
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect(),
+            source: "192.168.1.20:5060".parse().unwrap(),
+            transport: Transport::Udp,
+            auth_user: Some("1000".into()),
+        },
+    }
+}
+
+fn route(c: &mut Criterion) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("dialplans");
+    let plan = Dialplan::load(&dir).unwrap();
+    // Monday 10:00 UTC: office hours, so the ring group rings.
+    let now = "2025-01-06T10:00:00Z".parse().unwrap();
+    let mut services =
+        Services::new(Arc::new(MemoryKv::default())).with_clock(Arc::new(ManualClock::new(now)));
+    services.zone = jiff::tz::TimeZone::UTC;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let mut group = c.benchmark_group("dialplan");
+    for (name, number) in [("extension", "1001"), ("ring_group", "600")] {
+        let mut call = call_to(number);
+        // The figure must be of a route that reaches its dial, not of an error path.
+        let outcome = runtime.block_on(plan.run(&mut call, &services));
+        assert_eq!(outcome.error, None);
+        assert_eq!(outcome.vars.get("voicemail"), None);
+        group.bench_function(name, |b| {
+            b.iter(|| runtime.block_on(plan.run(&mut call, &services)))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, route);
+criterion_main!(benches);

@@ -1,0 +1,523 @@
+//! The `call` object a script gets: the call's facts as plain tables, and the argument
+//! checking and result tables of the operations (`call:dial{...}` and friends). The
+//! operations themselves run in the engine (see `run.rs`), which owns the call.
+
+use super::VarValue;
+use super::call::{CallInfo, CallerId, DialRequest, DialResult, DialTarget, Party, Strategy};
+use crate::sip::Uri;
+use mlua::{Lua, MultiValue, Table, Value};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// How long targets ring when a dial does not say.
+pub const DEFAULT_DIAL_TIMEOUT: Duration = Duration::from_secs(30);
+const MAX_DIAL_TIMEOUT_SECS: f64 = 3600.0;
+const MAX_TARGETS: usize = 64;
+/// Headers the B2BUA writes itself for each leg; a script setting them would break the
+/// B leg's dialog.
+const RESERVED_HEADERS: [&str; 14] = [
+    "via",
+    "from",
+    "to",
+    "call-id",
+    "cseq",
+    "contact",
+    "content-length",
+    "content-type",
+    "max-forwards",
+    "route",
+    "record-route",
+    "authorization",
+    "proxy-authorization",
+    "www-authenticate",
+];
+
+/// The table behind the script's `call`: facts only; the prelude adds the methods.
+pub(crate) fn call_table(lua: &Lua, info: &CallInfo) -> mlua::Result<Table> {
+    let t = lua.create_table()?;
+    t.set("id", info.id.as_str())?;
+    t.set("from", party(lua, &info.from)?)?;
+    t.set("to", party(lua, &info.to)?)?;
+    t.set("request_uri", info.request_uri.as_str())?;
+    let headers = lua.create_table()?;
+    let all = lua.create_table_with_capacity(info.headers.len(), 0)?;
+    for (name, value) in &info.headers {
+        let lower = name.to_ascii_lowercase();
+        if !headers.contains_key(lower.as_str())? {
+            headers.set(lower, value.as_str())?;
+        }
+        let h = lua.create_table_with_capacity(0, 2)?;
+        h.set("name", name.as_str())?;
+        h.set("value", value.as_str())?;
+        all.push(h)?;
+    }
+    t.set("headers", headers)?;
+    t.set("all_headers", all)?;
+    let source = lua.create_table_with_capacity(0, 2)?;
+    source.set("ip", info.source.ip().to_string())?;
+    source.set("port", info.source.port())?;
+    t.set("source", source)?;
+    t.set("transport", info.transport.as_str())?;
+    t.set("auth_user", info.auth_user.as_deref())?;
+    t.set("vars", lua.create_table()?)?;
+    Ok(t)
+}
+
+fn party(lua: &Lua, p: &Party) -> mlua::Result<Table> {
+    let t = lua.create_table_with_capacity(0, 4)?;
+    t.set("user", p.user.as_str())?;
+    t.set("display", p.display.as_deref())?;
+    t.set("uri", p.uri.as_str())?;
+    t.set("host", p.host.as_str())?;
+    Ok(t)
+}
+
+/// What a script asked the call to do.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Op {
+    Dial(DialRequest),
+    Answer,
+    Reject(u16, Option<String>),
+    Redirect(String),
+    Hangup,
+}
+
+/// Reads an operation from what the prelude yielded: its name, then its arguments.
+/// The error is a message for the script, raised at its calling line.
+pub(crate) fn parse_op(values: MultiValue) -> Result<Op, String> {
+    let mut args = values.into_iter();
+    let name = match args.next() {
+        Some(Value::String(s)) => s.to_string_lossy(),
+        _ => return Err("internal: malformed call operation".into()),
+    };
+    let mut arg = || args.next().unwrap_or(Value::Nil);
+    match name.as_str() {
+        "dial" => parse_dial(arg()).map(Op::Dial),
+        "answer" => Ok(Op::Answer),
+        "hangup" => Ok(Op::Hangup),
+        "reject" => {
+            let code = match arg() {
+                Value::Integer(c) if (400..=699).contains(&c) => c as u16,
+                other => {
+                    return Err(format!(
+                        "call:reject(code, reason): code must be a SIP status 400 to 699, got {}",
+                        describe(&other)
+                    ));
+                }
+            };
+            let reason = match arg() {
+                Value::Nil => None,
+                Value::String(s) => {
+                    Some(one_line("call:reject reason", &s.to_string_lossy(), 128)?)
+                }
+                other => {
+                    return Err(format!(
+                        "call:reject(code, reason): reason must be a string, got {}",
+                        describe(&other)
+                    ));
+                }
+            };
+            Ok(Op::Reject(code, reason))
+        }
+        "redirect" => match arg() {
+            Value::String(s) => {
+                let uri = s.to_string_lossy();
+                match Uri::parse_str(&uri) {
+                    Ok(u) if matches!(u.scheme(), "sip" | "sips" | "tel") => Ok(Op::Redirect(uri)),
+                    _ => Err(format!(
+                        "call:redirect(uri): {uri:?} is not a sip:, sips: or tel: URI"
+                    )),
+                }
+            }
+            other => Err(format!(
+                "call:redirect(uri): uri must be a string, got {}",
+                describe(&other)
+            )),
+        },
+        other => Err(format!("internal: unknown call operation {other:?}")),
+    }
+}
+
+/// `call:dial("1001")` or `call:dial{ "1001", {"1002", "1003"}, strategy = "sequential",
+/// timeout = 20, caller_id = { number = "100", name = "Reception" }, headers = {...} }`.
+fn parse_dial(spec: Value) -> Result<DialRequest, String> {
+    let mut request = DialRequest {
+        targets: Vec::new(),
+        strategy: Strategy::Parallel,
+        timeout: DEFAULT_DIAL_TIMEOUT,
+        caller_id: CallerId::default(),
+        headers: Vec::new(),
+    };
+    let table = match spec {
+        Value::String(s) => {
+            request.targets.push(parse_target(&s.to_string_lossy())?);
+            return Ok(request);
+        }
+        Value::Table(t) => t,
+        other => {
+            return Err(format!(
+                "call:dial: expected a target or a table like {{\"1001\", timeout = 20}}, got {}",
+                describe(&other)
+            ));
+        }
+    };
+    for item in table.sequence_values::<Value>() {
+        match item.map_err(|e| e.to_string())? {
+            Value::String(s) => request.targets.push(parse_target(&s.to_string_lossy())?),
+            Value::Table(group) => {
+                for member in group.sequence_values::<Value>() {
+                    match member.map_err(|e| e.to_string())? {
+                        Value::String(s) => {
+                            request.targets.push(parse_target(&s.to_string_lossy())?)
+                        }
+                        other => {
+                            return Err(format!(
+                                "call:dial: group members must be strings, got {}",
+                                describe(&other)
+                            ));
+                        }
+                    }
+                }
+            }
+            other => {
+                return Err(format!(
+                    "call:dial: targets must be strings or lists of strings, got {}",
+                    describe(&other)
+                ));
+            }
+        }
+    }
+    let length = table.raw_len();
+    for pair in table.pairs::<Value, Value>() {
+        let (key, value) = pair.map_err(|e| e.to_string())?;
+        let key = match key {
+            Value::Integer(i) if i >= 1 && (i as usize) <= length => continue,
+            Value::String(s) => s.to_string_lossy(),
+            other => return Err(format!("call:dial: unexpected key {}", describe(&other))),
+        };
+        match key.as_str() {
+            "strategy" => {
+                request.strategy = match value {
+                    Value::String(s) if s == "parallel" => Strategy::Parallel,
+                    Value::String(s) if s == "sequential" => Strategy::Sequential,
+                    other => {
+                        return Err(format!(
+                            "call:dial: strategy must be \"parallel\" or \"sequential\", got {}",
+                            describe(&other)
+                        ));
+                    }
+                }
+            }
+            "timeout" => {
+                let secs = match value {
+                    Value::Integer(i) => i as f64,
+                    Value::Number(n) => n,
+                    ref other => {
+                        return Err(format!(
+                            "call:dial: timeout is in seconds, got {}",
+                            describe(other)
+                        ));
+                    }
+                };
+                if !(secs > 0.0 && secs <= MAX_DIAL_TIMEOUT_SECS) {
+                    return Err(format!(
+                        "call:dial: timeout must be between 0 and {MAX_DIAL_TIMEOUT_SECS} seconds, got {secs}"
+                    ));
+                }
+                request.timeout = Duration::from_secs_f64(secs);
+            }
+            "caller_id" => request.caller_id = parse_caller_id(value)?,
+            "headers" => request.headers = parse_headers(value)?,
+            other => {
+                return Err(format!(
+                    "call:dial: unknown option {other:?} (strategy, timeout, caller_id, headers)"
+                ));
+            }
+        }
+    }
+    if request.targets.is_empty() {
+        return Err("call:dial: no targets to dial".into());
+    }
+    if request.targets.len() > MAX_TARGETS {
+        return Err(format!("call:dial: at most {MAX_TARGETS} targets"));
+    }
+    Ok(request)
+}
+
+/// `sip:` and `sips:` URIs are dialed as they are; anything else names an extension.
+pub(crate) fn parse_target(text: &str) -> Result<DialTarget, String> {
+    let lower = text.get(..5).unwrap_or(text).to_ascii_lowercase();
+    if lower.starts_with("sip:") || lower.starts_with("sips:") {
+        return match Uri::parse_str(text) {
+            Ok(Uri::Sip(_)) => Ok(DialTarget::Uri(text.to_owned())),
+            _ => Err(format!("call:dial: {text:?} is not a valid SIP URI")),
+        };
+    }
+    let valid = !text.is_empty()
+        && text.len() <= 64
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'+'));
+    if valid {
+        Ok(DialTarget::Extension(text.to_owned()))
+    } else {
+        Err(format!(
+            "call:dial: {text:?} is neither an extension (letters, digits, - _ . +) nor a sip: URI"
+        ))
+    }
+}
+
+fn parse_caller_id(value: Value) -> Result<CallerId, String> {
+    let table = match value {
+        Value::Table(t) => t,
+        other => {
+            return Err(format!(
+                "call:dial: caller_id must be a table {{number = ..., name = ...}}, got {}",
+                describe(&other)
+            ));
+        }
+    };
+    let mut id = CallerId::default();
+    for pair in table.pairs::<String, Value>() {
+        let (key, value) = pair.map_err(|e| format!("call:dial: caller_id: {e}"))?;
+        let text = match value {
+            Value::String(s) => s.to_string_lossy(),
+            Value::Integer(i) => i.to_string(),
+            other => {
+                return Err(format!(
+                    "call:dial: caller_id.{key} must be a string, got {}",
+                    describe(&other)
+                ));
+            }
+        };
+        match key.as_str() {
+            "number" => {
+                let ok = !text.is_empty()
+                    && text.len() <= 32
+                    && text.bytes().all(|b| {
+                        b.is_ascii_alphanumeric()
+                            || matches!(b, b'+' | b'*' | b'#' | b'-' | b'.' | b'_')
+                    });
+                if !ok {
+                    return Err(format!(
+                        "call:dial: caller_id.number {text:?} must be 1 to 32 digits, letters or + * # - . _"
+                    ));
+                }
+                id.number = Some(text);
+            }
+            "name" => id.name = Some(one_line("call:dial: caller_id.name", &text, 64)?),
+            other => {
+                return Err(format!(
+                    "call:dial: caller_id has number and name, not {other:?}"
+                ));
+            }
+        }
+    }
+    Ok(id)
+}
+
+/// `headers = { ["X-Account"] = "42" }`, sorted by name for a stable order.
+fn parse_headers(value: Value) -> Result<Vec<(String, String)>, String> {
+    let table = match value {
+        Value::Table(t) => t,
+        other => {
+            return Err(format!(
+                "call:dial: headers must be a table of name = value, got {}",
+                describe(&other)
+            ));
+        }
+    };
+    let mut headers = BTreeMap::new();
+    for pair in table.pairs::<String, String>() {
+        let (name, value) = pair.map_err(|e| format!("call:dial: headers: {e}"))?;
+        let token = !name.is_empty()
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&b));
+        if !token {
+            return Err(format!("call:dial: {name:?} is not a header name"));
+        }
+        if RESERVED_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
+            return Err(format!(
+                "call:dial: the {name} header is set by switchboard and cannot be overridden"
+            ));
+        }
+        let value = one_line(&format!("call:dial: header {name}"), &value, 1024)?;
+        headers.insert(name, value);
+    }
+    Ok(headers.into_iter().collect())
+}
+
+/// Text that goes into a SIP header: one line, no control characters, bounded.
+fn one_line(what: &str, text: &str, max: usize) -> Result<String, String> {
+    if text.len() > max || text.chars().any(char::is_control) {
+        return Err(format!(
+            "{what} must be at most {max} bytes on one line without control characters"
+        ));
+    }
+    Ok(text.to_owned())
+}
+
+fn describe(v: &Value) -> String {
+    match v {
+        Value::Nil => "nil".into(),
+        Value::Integer(i) => i.to_string(),
+        Value::Number(n) => n.to_string(),
+        Value::String(s) => format!("{:?}", s.to_string_lossy()),
+        other => other.type_name().into(),
+    }
+}
+
+/// The table `call:dial` returns.
+pub(crate) fn dial_result_table(lua: &Lua, r: &DialResult) -> mlua::Result<Table> {
+    let t = lua.create_table_with_capacity(0, 5)?;
+    t.set("answered", r.answered())?;
+    t.set("status", r.status.as_str())?;
+    t.set("sip_code", r.sip_code)?;
+    t.set("answered_by", r.answered_by.as_ref().map(|t| t.to_string()))?;
+    t.set("duration", r.duration.as_secs_f64())?;
+    Ok(t)
+}
+
+/// `call.vars` as the outcome reports them: string keys and scalar values; anything
+/// else (tables, functions) is left out.
+pub(crate) fn read_vars(call: &Table) -> BTreeMap<String, VarValue> {
+    let Ok(vars) = call.raw_get::<Table>("vars") else {
+        return BTreeMap::new();
+    };
+    vars.pairs::<Value, Value>()
+        .filter_map(Result::ok)
+        .filter_map(|(k, v)| {
+            let Value::String(k) = k else { return None };
+            let v = match v {
+                Value::String(s) => VarValue::Str(s.to_string_lossy()),
+                Value::Integer(i) => VarValue::Int(i),
+                Value::Number(n) => VarValue::Num(n),
+                Value::Boolean(b) => VarValue::Bool(b),
+                _ => return None,
+            };
+            Some((k.to_string_lossy(), v))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn op(lua: &Lua, src: &str) -> Result<Op, String> {
+        let values: MultiValue = lua.load(src).eval().unwrap();
+        parse_op(values)
+    }
+
+    #[test]
+    fn dial_accepts_a_string_a_list_and_nested_groups() {
+        let lua = Lua::new();
+        let Op::Dial(r) = op(&lua, "return 'dial', '1001'").unwrap() else {
+            panic!()
+        };
+        assert_eq!(r.targets, vec![DialTarget::Extension("1001".into())]);
+        assert_eq!(
+            (r.strategy, r.timeout),
+            (Strategy::Parallel, DEFAULT_DIAL_TIMEOUT)
+        );
+
+        let Op::Dial(r) = op(
+            &lua,
+            r#"return 'dial', { {"1000", "1001"}, "sip:bob@example.com", strategy = "sequential",
+                timeout = 12.5, caller_id = { number = "600", name = "Sales" },
+                headers = { ["X-Group"] = "600", ["Alert-Info"] = "<urn:alert:tone:internal>" } }"#,
+        )
+        .unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            r.targets,
+            vec![
+                DialTarget::Extension("1000".into()),
+                DialTarget::Extension("1001".into()),
+                DialTarget::Uri("sip:bob@example.com".into()),
+            ]
+        );
+        assert_eq!(r.strategy, Strategy::Sequential);
+        assert_eq!(r.timeout, Duration::from_millis(12500));
+        assert_eq!(
+            r.caller_id,
+            CallerId {
+                number: Some("600".into()),
+                name: Some("Sales".into())
+            }
+        );
+        assert_eq!(
+            r.headers,
+            vec![
+                ("Alert-Info".into(), "<urn:alert:tone:internal>".into()),
+                ("X-Group".into(), "600".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn bad_dial_arguments_say_what_is_wrong() {
+        let lua = Lua::new();
+        for (src, expected) in [
+            ("return 'dial'", "expected a target or a table"),
+            ("return 'dial', {}", "no targets"),
+            ("return 'dial', {'10 01'}", "neither an extension"),
+            ("return 'dial', {'sip:'}", "not a valid SIP URI"),
+            (
+                "return 'dial', {'1001', timout = 5}",
+                "unknown option \"timout\"",
+            ),
+            (
+                "return 'dial', {'1001', timeout = 0}",
+                "timeout must be between",
+            ),
+            (
+                "return 'dial', {'1001', timeout = '5'}",
+                "timeout is in seconds",
+            ),
+            (
+                "return 'dial', {'1001', strategy = 'random'}",
+                "strategy must be",
+            ),
+            (
+                "return 'dial', {'1001', headers = {Via = 'x'}}",
+                "set by switchboard",
+            ),
+            (
+                "return 'dial', {'1001', headers = {['X-A'] = 'a\\r\\nB: c'}}",
+                "one line",
+            ),
+            (
+                "return 'dial', {'1001', caller_id = {number = '1 2'}}",
+                "caller_id.number",
+            ),
+            (
+                "return 'dial', {'1001', caller_id = {nmae = 'x'}}",
+                "not \"nmae\"",
+            ),
+            ("return 'dial', {{1001}}", "group members must be strings"),
+            ("return 'reject', 200", "400 to 699, got 200"),
+            ("return 'reject', 486, {}", "reason must be a string"),
+            ("return 'redirect', 'bob'", "not a sip:, sips: or tel: URI"),
+        ] {
+            let err = op(&lua, src).unwrap_err();
+            assert!(err.contains(expected), "{src}: {err}");
+        }
+    }
+
+    #[test]
+    fn reject_and_redirect_parse() {
+        let lua = Lua::new();
+        assert_eq!(
+            op(&lua, "return 'reject', 486, 'Busy Here'"),
+            Ok(Op::Reject(486, Some("Busy Here".into())))
+        );
+        assert_eq!(op(&lua, "return 'reject', 404"), Ok(Op::Reject(404, None)));
+        assert_eq!(
+            op(&lua, "return 'redirect', 'sip:1001@pbx.example.com'"),
+            Ok(Op::Redirect("sip:1001@pbx.example.com".into()))
+        );
+    }
+}

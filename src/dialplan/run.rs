@@ -1,0 +1,227 @@
+//! Running `route(call)` for one call.
+//!
+//! The script runs as a Lua coroutine. A call operation (`call:dial{...}`) yields the
+//! coroutine with the operation's name and arguments; the engine performs it on the
+//! [`CallControl`] (awaiting it: a dial can take minutes), then resumes the coroutine
+//! with the result. So the Lua state is only touched between awaits and a waiting
+//! script costs no thread and burns no instructions.
+
+use super::api::{self, Op};
+use super::call::{CallControl, CallError, DialResult, DialStatus};
+use super::load::Dialplan;
+use super::{DialplanError, RouteOutcome, Services};
+use mlua::thread::ThreadStatus;
+use mlua::{IntoLuaMulti, Lua, MultiValue, Table};
+use tracing::Instrument;
+
+/// Where the call is, as far as the script's operations are concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Not answered: the caller hears ringing.
+    Ringing,
+    /// Answered by `call:answer()`, not bridged.
+    Answered,
+    /// Nothing more can happen: bridged and ended, rejected, redirected, hung up, or the
+    /// caller left.
+    Over,
+}
+
+/// What to do with the script after an operation.
+enum Step {
+    /// Resume the script with these values (`true, result` or `false, message`).
+    Resume(MultiValue),
+    /// The call is over and the script asked for something that needs it: stop quietly.
+    Stop,
+}
+
+impl Dialplan {
+    /// Runs the dialplan for one call. Every way it can end is handled here: when the
+    /// script returns without deciding, the caller gets the failure of the last dial
+    /// (486, 480, 404...) or 404 when nothing was dialed; when the script fails, 500
+    /// (or a hangup if the call was answered) and the error is logged with file, line
+    /// and traceback. Dropping the future (the caller hung up) is safe at any await.
+    pub async fn run<C: CallControl>(&self, call: &mut C, services: &Services) -> RouteOutcome {
+        let span = tracing::info_span!("dialplan", call = %call.info().id);
+        self.drive(call, services).instrument(span).await
+    }
+
+    async fn drive<C: CallControl>(&self, call: &mut C, services: &Services) -> RouteOutcome {
+        let mut run = Run {
+            phase: Phase::Ringing,
+            last_dial: None,
+        };
+        let instance = match self.instantiate(services) {
+            Ok(instance) => instance,
+            Err(error) => {
+                return run.fail(call, error, None).await;
+            }
+        };
+        let lua = &instance.lua;
+        let started = api::call_table(lua, call.info())
+            .and_then(|t| instance.make_call.call::<Table>(t))
+            .and_then(|t| Ok((lua.create_thread(instance.route.clone())?, t)));
+        let (thread, call_object) = match started {
+            Ok(started) => started,
+            Err(e) => return run.fail(call, self.code().error(&e), Some(lua)).await,
+        };
+        let mut resume_with = MultiValue::from_vec(vec![mlua::Value::Table(call_object.clone())]);
+        loop {
+            let yielded = match thread.resume::<MultiValue>(resume_with) {
+                Ok(values) => values,
+                Err(e) => {
+                    let mut outcome = run.fail(call, self.code().error(&e), Some(lua)).await;
+                    outcome.vars = api::read_vars(&call_object);
+                    return outcome;
+                }
+            };
+            if thread.status() != ThreadStatus::Resumable {
+                break;
+            }
+            let step = match api::parse_op(yielded) {
+                Ok(op) => run.perform(call, lua, op).await,
+                Err(message) => Step::Resume(refusal(lua, message)),
+            };
+            match step {
+                Step::Resume(values) => resume_with = values,
+                Step::Stop => {
+                    tracing::debug!("the call is over; the script stops here");
+                    break;
+                }
+            }
+        }
+        run.finish(call).await;
+        RouteOutcome {
+            vars: api::read_vars(&call_object),
+            logs: take_logs(lua),
+            error: None,
+        }
+    }
+}
+
+/// The engine's side of one call.
+struct Run {
+    phase: Phase,
+    last_dial: Option<DialResult>,
+}
+
+impl Run {
+    async fn perform<C: CallControl>(&mut self, call: &mut C, lua: &Lua, op: Op) -> Step {
+        if self.phase == Phase::Over {
+            return match op {
+                Op::Hangup => Step::Resume(success(lua, ())),
+                _ => Step::Stop,
+            };
+        }
+        match op {
+            Op::Dial(request) => {
+                let result = call.dial(request).await;
+                if matches!(result.status, DialStatus::Answered | DialStatus::Cancelled) {
+                    self.phase = Phase::Over;
+                }
+                let table = api::dial_result_table(lua, &result);
+                self.last_dial = Some(result);
+                match table {
+                    Ok(t) => Step::Resume(success(lua, t)),
+                    Err(e) => Step::Resume(refusal(lua, e.to_string())),
+                }
+            }
+            Op::Answer if self.phase == Phase::Answered => Step::Resume(success(lua, ())),
+            Op::Answer => self.outcome(lua, call.answer().await, Phase::Answered),
+            Op::Reject(..) | Op::Redirect(_) if self.phase == Phase::Answered => {
+                Step::Resume(refusal(
+                    lua,
+                    "the call is already answered: end it with call:hangup()".into(),
+                ))
+            }
+            Op::Reject(code, reason) => {
+                self.outcome(lua, call.reject(code, reason).await, Phase::Over)
+            }
+            Op::Redirect(uri) => self.outcome(lua, call.redirect(uri).await, Phase::Over),
+            // An unanswered call has no BYE to send; refusing it is how it ends.
+            Op::Hangup if self.phase == Phase::Ringing => {
+                self.outcome(lua, call.reject(480, None).await, Phase::Over)
+            }
+            Op::Hangup => self.outcome(lua, call.hangup().await, Phase::Over),
+        }
+    }
+
+    fn outcome(&mut self, lua: &Lua, result: Result<(), CallError>, next: Phase) -> Step {
+        match result {
+            Ok(()) => {
+                self.phase = next;
+                Step::Resume(success(lua, ()))
+            }
+            Err(e) => {
+                if let CallError::Failed(why) = &e {
+                    tracing::warn!(error = %why, "call operation failed");
+                }
+                self.phase = Phase::Over;
+                Step::Stop
+            }
+        }
+    }
+
+    /// The script returned (or stopped): end the call if it has not ended.
+    async fn finish<C: CallControl>(&mut self, call: &mut C) {
+        let result = match self.phase {
+            Phase::Over => return,
+            Phase::Answered => call.hangup().await,
+            Phase::Ringing => {
+                let code = self
+                    .last_dial
+                    .as_ref()
+                    .and_then(|r| r.status.fallback_response(r.sip_code))
+                    .unwrap_or(404);
+                tracing::debug!(code, "route() returned without ending the call");
+                call.reject(code, None).await
+            }
+        };
+        self.phase = Phase::Over;
+        if let Err(CallError::Failed(why)) = result {
+            tracing::warn!(error = %why, "ending the call failed");
+        }
+    }
+
+    /// The script failed: log it where the call's logs are, then end the call with 500
+    /// (or a hangup if it was answered).
+    async fn fail<C: CallControl>(
+        &mut self,
+        call: &mut C,
+        error: DialplanError,
+        lua: Option<&Lua>,
+    ) -> RouteOutcome {
+        tracing::error!(
+            traceback = error.traceback.as_deref().unwrap_or(""),
+            "dialplan error: {error}"
+        );
+        let result = match self.phase {
+            Phase::Over => Ok(()),
+            Phase::Answered => call.hangup().await,
+            Phase::Ringing => call.reject(500, None).await,
+        };
+        self.phase = Phase::Over;
+        if let Err(CallError::Failed(why)) = result {
+            tracing::warn!(error = %why, "ending the call failed");
+        }
+        RouteOutcome {
+            vars: Default::default(),
+            logs: lua.map(take_logs).unwrap_or_default(),
+            error: Some(error),
+        }
+    }
+}
+
+fn success(lua: &Lua, value: impl IntoLuaMulti) -> MultiValue {
+    let mut values = value.into_lua_multi(lua).unwrap_or_default();
+    values.push_front(mlua::Value::Boolean(true));
+    values
+}
+
+/// `false, message`: the prelude raises the message at the script's line.
+fn refusal(lua: &Lua, message: String) -> MultiValue {
+    (false, message).into_lua_multi(lua).unwrap_or_default()
+}
+
+fn take_logs(lua: &Lua) -> Vec<super::LogLine> {
+    super::sandbox::with_scope(lua, |s| Ok(std::mem::take(&mut s.logs))).unwrap_or_default()
+}

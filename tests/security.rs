@@ -1,0 +1,154 @@
+//! The scanner and brute-force defence against the real tools: sipvicious `svcrack`
+//! and `svwar` on loopback. The password is never cracked, even when it is in the
+//! dictionary; the attacking address ends up banned; a phone on another loopback
+//! address keeps registering throughout.
+
+mod common;
+
+use common::{Server, require_tool};
+use std::process::Command;
+use std::time::Duration;
+
+const PASSWORD: &str = "Correct-Horse-7";
+
+fn config(drop_scanners: bool) -> String {
+    format!(
+        "[security]\nmax_auth_failures = 5\nmax_requests_per_sec = 0\ndrop_scanner_user_agents = {drop_scanners}\n\
+         [extensions.1000]\npassword = \"{PASSWORD}\"\nauth_algorithms = [\"MD5\"]\n"
+    )
+}
+
+fn bans(server: &Server) -> serde_json::Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args(["bans", "--config"])
+        .arg(&server.config)
+        .output()
+        .expect("cli");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("JSON")
+}
+
+fn banned(server: &Server, ip: &str) -> bool {
+    bans(server)["bans"]
+        .as_array()
+        .is_some_and(|b| b.iter().any(|x| x["address"] == ip))
+}
+
+/// A SIPp REGISTER with the right password from `ip`; true when it got its 200.
+fn phone_registers(server: &Server, ip: &str) -> bool {
+    let scenario = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sipp/register.xml");
+    let out = Command::new(require_tool("sipp", "sip-tester"))
+        .args([
+            "-sf",
+            scenario,
+            "-i",
+            ip,
+            "-p",
+            &common::free_port().to_string(),
+            "-s",
+            "1000",
+            "-au",
+            "1000",
+            "-ap",
+            PASSWORD,
+        ])
+        .args([
+            "-set",
+            "contact_port",
+            "5099",
+            "-m",
+            "1",
+            "-nostdin",
+            "-timeout",
+            "10s",
+            "-timeout_error",
+        ])
+        .arg(server.sip.to_string())
+        .output()
+        .expect("sipp");
+    out.status.success()
+}
+
+#[test]
+fn svcrack_finds_nothing_gets_banned_and_a_real_phone_keeps_registering() {
+    let svcrack = require_tool("svcrack", "sipvicious");
+    let server = Server::start(&config(false));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let dict = dir.path().join("words.txt");
+    let mut words: Vec<String> = (0..40).map(|i| format!("guess{i}")).collect();
+    words.push(PASSWORD.to_string());
+    std::fs::write(&dict, words.join("\n") + "\n").expect("dictionary");
+
+    assert!(
+        phone_registers(&server, "127.0.0.2"),
+        "the phone registers before the attack"
+    );
+    let out = Command::new("timeout")
+        .arg("90")
+        .arg(svcrack)
+        .args(["-u", "1000", "-d"])
+        .arg(&dict)
+        .args([
+            "-b",
+            "127.0.0.1",
+            "-p",
+            &server.sip.port().to_string(),
+            "127.0.0.1",
+        ])
+        .output()
+        .expect("svcrack");
+    let report =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !report.contains(PASSWORD),
+        "svcrack cracked the password:\n{report}"
+    );
+    assert!(
+        banned(&server, "127.0.0.1"),
+        "the attacker is not banned: {}",
+        bans(&server)
+    );
+    assert!(!banned(&server, "127.0.0.2"));
+    assert!(
+        phone_registers(&server, "127.0.0.2"),
+        "the phone registers after the attack"
+    );
+}
+
+#[test]
+fn svwar_with_its_own_user_agent_is_dropped_and_banned_at_once() {
+    let svwar = require_tool("svwar", "sipvicious");
+    let server = Server::start(&config(true));
+    let out = Command::new("timeout")
+        .arg("90")
+        .arg(svwar)
+        .args([
+            "-e",
+            "990-1010",
+            "-m",
+            "REGISTER",
+            "-b",
+            "127.0.0.1",
+            "-p",
+            &server.sip.port().to_string(),
+            "127.0.0.1",
+        ])
+        .output()
+        .expect("svwar");
+    let report =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !report.contains("| 1000 "),
+        "svwar found extension 1000:\n{report}"
+    );
+    assert!(
+        common::wait_until(Duration::from_secs(5), || banned(&server, "127.0.0.1")),
+        "svwar's source is not banned: {}",
+        bans(&server)
+    );
+    assert!(phone_registers(&server, "127.0.0.2"));
+}
