@@ -2,7 +2,7 @@
 //!
 //! SIPp scenarios (tests/interop/*.xml) on loopback: REGISTER with the right and a
 //! wrong password; a basic call; CANCEL; busy; hold and resume by re-INVITE; BYE from
-//! the callee. In each call test the callee is a SIPp UAS registered as 1001 from the
+//! the callee. Calls go through the shipped Lua dialplan (dialplans/), except busy. In each call test the callee is a SIPp UAS registered as 1001 from the
 //! port it then answers on, and the caller a SIPp UAC calling as 1000 (answering the
 //! 407). Both SIPp processes must finish with every call successful, and the CDR must
 //! say what happened.
@@ -274,9 +274,12 @@ fn cancel_while_ringing_reaches_the_callee_and_the_caller_gets_487() {
     assert_cdrs(&server, 2, "cancelled", Some("caller"));
 }
 
+/// The shipped dialplan sends a busy extension's callers to voicemail; this test's plan
+/// (tests/interop/dialplans) hands the callee's 486 to the caller, as a plain B2BUA would.
 #[test]
 fn busy_callee_gives_the_caller_486() {
-    let server = Server::start(EXTENSIONS);
+    let plans = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/dialplans");
+    let server = Server::start_with_dialplans(EXTENSIONS, &plans);
     call_through(&server, "uac_busy", "uas_busy", 2);
     assert_cdrs(&server, 2, "busy", None);
 }
