@@ -81,8 +81,6 @@ if [[ $TARGETS == *switchboard* ]]; then
     TARGET_ADDR[switchboard]=127.0.0.1:$SB_PORT
     TARGET_PIDS[switchboard]=$SB_PID
     log "switchboard pid $SB_PID on udp 127.0.0.1:$SB_PORT"
-    sipp_register "127.0.0.1:$SB_PORT" 1001 bench-1001 "$UAS_PORT" ||
-        die "SIPp UAS could not register as 1001 with switchboard (log: $(tail -5 "$WORK/sb/switchboard.log"))"
 fi
 if [[ $TARGETS == *kamailio* ]]; then
     mkdir -p "$WORK/kam"
@@ -106,9 +104,21 @@ if [[ $TARGETS == *kamailio* ]]; then
 fi
 
 BACKGROUND_BUSY=$(wait_for_quiet "$WAIT_QUIET")
-UAS_PID=$(sipp_background -sf "$ROOT/tests/interop/uas_answer.xml" -i 127.0.0.1 -p "$UAS_PORT")
-[[ -n $UAS_PID ]] || die "SIPp UAS did not start"
-PIDS+=("$UAS_PID")
+# A fresh SIPp UAS (registered as 1001 with switchboard) for every ramp: calls left
+# half-done by an overloaded step must not fail the next ramp's calls.
+UAS_PID=
+restart_uas() {
+    if [[ -n $UAS_PID ]]; then
+        kill "$UAS_PID" 2>/dev/null || true
+        while kill -0 "$UAS_PID" 2>/dev/null; do sleep 0.1; done
+    fi
+    if [[ -n ${TARGET_ADDR[switchboard]:-} ]]; then
+        sipp_register "${TARGET_ADDR[switchboard]}" 1001 bench-1001 "$UAS_PORT" ||
+            die "SIPp UAS could not register as 1001 with switchboard (log: $(tail -5 "$WORK/sb/switchboard.log"))"
+    fi
+    UAS_PID=$(sipp_background -sf "$ROOT/tests/interop/uas_answer.xml" -i 127.0.0.1 -p "$UAS_PORT")
+    PIDS+=("$UAS_PID")
+}
 
 # CPU ticks of a target: the process and, for Kamailio, its worker processes.
 target_ticks() {
@@ -168,11 +178,13 @@ STEPS=()
 declare -A BEST
 for repeat in $(seq 1 "$REPEATS"); do
     for target in $TARGETS; do
+        restart_uas
         best=0
         for rate in $RATES; do
             pass=true
             step=$(run_step "$target" "$rate" "$repeat") || pass=false
             kill -0 "${TARGET_PIDS[$target]}" 2>/dev/null || die "$target died during the $rate cps step"
+            kill -0 "$UAS_PID" 2>/dev/null || log "warning: the SIPp UAS died during the $rate cps step"
             if [[ $pass == true ]]; then
                 best=$rate
                 STEPS+=("$step")
