@@ -4,7 +4,7 @@
 #![allow(dead_code)] // each test binary uses a different part of this module
 
 use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::net::{IpAddr, SocketAddr, TcpListener, UdpSocket};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -49,7 +49,29 @@ impl Server {
         Self::launch("", extra, false, Some(dir))
     }
 
+    /// Like [`Server::start`], with SIP (UDP and TCP) on `ip` instead of 127.0.0.1, for
+    /// phones in network namespaces; the admin API stays on loopback.
+    pub fn start_on(ip: IpAddr, extra: &str) -> Server {
+        Self::launch_on(ip, "", extra, false, None)
+    }
+
     fn launch(
+        sip_keys: &str,
+        extra: &str,
+        ipv6: bool,
+        dialplans: Option<&std::path::Path>,
+    ) -> Server {
+        Self::launch_on(
+            IpAddr::from([127, 0, 0, 1]),
+            sip_keys,
+            extra,
+            ipv6,
+            dialplans,
+        )
+    }
+
+    fn launch_on(
+        ip: IpAddr,
         sip_keys: &str,
         extra: &str,
         ipv6: bool,
@@ -58,7 +80,8 @@ impl Server {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
         let admin_port = free_port();
-        let mut listen = format!("\"udp:127.0.0.1:{port}\", \"tcp:127.0.0.1:{port}\"");
+        let sip = SocketAddr::new(ip, port);
+        let mut listen = format!("\"udp:{sip}\", \"tcp:{sip}\"");
         if ipv6 {
             listen.push_str(&format!(", \"udp:[::1]:{port}\", \"tcp:[::1]:{port}\""));
         }
@@ -76,7 +99,7 @@ impl Server {
         std::fs::write(&config, text).expect("write config");
         Server {
             child: spawn_ready(&config),
-            sip: SocketAddr::from(([127, 0, 0, 1], port)),
+            sip,
             admin: SocketAddr::from(([127, 0, 0, 1], admin_port)),
             dir,
             config,
