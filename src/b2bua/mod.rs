@@ -839,9 +839,8 @@ impl B2bua {
             let _ = txl.send_response(now, call.a.invite_tx, resp);
         }
         call.a.unacked_ok = None;
-        if let Some(relay) = call.media.relay.take() {
-            tokio::spawn(relay.stop());
-        }
+        // Dropping the relay stops it; its ports come free as the runtime drops its task.
+        call.media.relay = None;
         call.media.a_ports = None;
         call.media.b_ports = None;
         let duration = call
@@ -973,18 +972,9 @@ impl B2bua {
             let (Some(a), Some(b)) = (call.media.a_ports.take(), call.media.b_ports.take()) else {
                 return;
             };
-            match Relay::start(a, b, RelayConfig::default()) {
-                Ok(relay) => {
-                    relay.set_remote(Side::A, call.a.offer.rtp_addr(0), call.a.offer.rtcp_addr(0));
-                    call.media.relay = Some(relay);
-                }
-                Err(e) => {
-                    call.span.in_scope(
-                        || tracing::error!(error = %e, "could not start the media relay"),
-                    );
-                    return;
-                }
-            }
+            let relay = Relay::start(a, b, RelayConfig::default());
+            relay.set_remote(Side::A, call.a.offer.rtp_addr(0), call.a.offer.rtcp_addr(0));
+            call.media.relay = Some(relay);
         }
         if let Some(relay) = call.media.relay.as_ref() {
             relay.set_remote(side, rtp, rtcp);

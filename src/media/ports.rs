@@ -2,16 +2,37 @@
 //!
 //! A pair is reserved by binding both sockets, so a port some other program holds is
 //! skipped rather than handed out. Slots are claimed round-robin from a shared cursor:
-//! allocation is O(1) while the range is not nearly full, and a freed pair is the
-//! last to be reused, so late packets of an ended call don't land in a new one.
+//! allocation is O(1) while the range is not nearly full, and a freed pair is not
+//! reused soon, so late packets of an ended call don't land in a new one.
+//!
+//! Creating, binding, registering and closing four sockets costs more per call than
+//! the rest of its media setup, so a freed pair is kept bound (and registered with the
+//! runtime) in an idle queue and handed out again instead of a new one, oldest first,
+//! once [`IDLE_KEPT`] newer pairs have been freed after it and [`QUARANTINE`] has
+//! passed; whatever reached it meanwhile is discarded before reuse.
 
-use socket2::{Domain, Protocol, Socket, Type};
+use socket2::{Domain, Protocol, SockRef, Socket, Type};
+use std::collections::VecDeque;
 use std::fmt;
-use std::io;
-use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::io::{self, Read};
+use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+use tokio::net::UdpSocket;
+
+/// Freed pairs held back before the oldest is reused: a pair goes to a new call only
+/// after this many others were freed after it.
+const IDLE_KEPT: usize = 128;
+/// Freed pairs kept bound at most (twice as many file descriptors); more are closed.
+const IDLE_MAX: usize = 256;
+/// The least time a freed pair rests before reuse, so packets still on their way
+/// from an ended call's phones arrive while nobody listens.
+const QUARANTINE: Duration = Duration::from_millis(100);
+/// Datagrams discarded at most from each socket of a reused pair; a socket still
+/// receiving after that is being flooded, and the relay's latch deals with it.
+const DRAIN_MAX: usize = 64;
 
 /// An inclusive port range such as `20000-29999`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -62,27 +83,41 @@ pub struct PortAllocator {
 
 struct Pool {
     bind_ip: IpAddr,
-    first_port: u16,
-    /// One flag per pair: reserved by a live [`RtpPortPair`].
-    taken: Box<[AtomicBool]>,
+    slots: Arc<Slots>,
     cursor: AtomicUsize,
     in_use: AtomicUsize,
+    /// Freed pairs still bound, oldest first, with when they were freed.
+    idle: Mutex<VecDeque<(Instant, Arc<Bound>)>>,
 }
 
-/// An RTP socket on an even port and its RTCP socket on the next, bound and
-/// non-blocking. Dropping it closes both and returns the pair to the allocator.
-pub struct RtpPortPair {
+/// The range's pairs; apart from the pool so an idle pair doesn't keep the pool alive.
+struct Slots {
+    first_port: u16,
+    /// One flag per pair: its ports are bound by us (in use or idle).
+    taken: Box<[AtomicBool]>,
+}
+
+/// A pair's two bound sockets. Dropping it closes them and then frees the slot.
+pub(super) struct Bound {
     pub(super) rtp: UdpSocket,
     pub(super) rtcp: UdpSocket,
     /// Declared last: fields drop in order, so the sockets are closed before the pair
-    /// can be handed out again.
-    pub(super) reservation: Reservation,
+    /// can be bound again.
+    slot: Slot,
 }
 
 /// A pair's claim on its slot in the allocator.
-pub(super) struct Reservation {
+struct Slot {
+    slots: Arc<Slots>,
+    index: usize,
+}
+
+/// An RTP socket on an even port and its RTCP socket on the next, bound, non-blocking
+/// and registered with the tokio runtime. Dropping it returns the pair to the allocator.
+pub struct RtpPortPair {
+    /// Shared only with the idle queue, between this pair's drop and its reuse.
+    bound: Arc<Bound>,
     pool: Arc<Pool>,
-    slot: usize,
 }
 
 impl PortAllocator {
@@ -92,54 +127,43 @@ impl PortAllocator {
         PortAllocator {
             pool: Arc::new(Pool {
                 bind_ip,
-                // pairs() > 0 implies first_even() + 1 <= last <= u16::MAX.
-                first_port: u16::try_from(range.first_even()).unwrap_or(u16::MAX),
-                taken: (0..pairs).map(|_| AtomicBool::new(false)).collect(),
+                slots: Arc::new(Slots {
+                    // pairs() > 0 implies first_even() + 1 <= last <= u16::MAX.
+                    first_port: u16::try_from(range.first_even()).unwrap_or(u16::MAX),
+                    taken: (0..pairs).map(|_| AtomicBool::new(false)).collect(),
+                }),
                 cursor: AtomicUsize::new(0),
                 in_use: AtomicUsize::new(0),
+                idle: Mutex::new(VecDeque::new()),
             }),
         }
     }
 
-    /// Reserves the next free pair, skipping ports another socket holds.
+    /// Reserves a pair: a rested idle one, else the next free one, skipping ports
+    /// another socket holds, else any idle one. Must run inside a tokio runtime.
     pub fn allocate(&self) -> io::Result<RtpPortPair> {
+        self.allocate_at(Instant::now())
+    }
+
+    fn allocate_at(&self, now: Instant) -> io::Result<RtpPortPair> {
         let pool = &self.pool;
-        let slots = pool.taken.len();
-        for _ in 0..slots {
-            let slot = pool.cursor.fetch_add(1, Ordering::Relaxed) % slots;
-            if pool.taken[slot]
-                .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
-                .is_err()
-            {
-                continue;
-            }
-            // slot < pairs, so the port fits in the range (see `new`).
-            let rtp_port = pool.first_port + (slot as u16) * 2;
-            match bind_pair(pool.bind_ip, rtp_port) {
-                Ok((rtp, rtcp)) => {
-                    pool.in_use.fetch_add(1, Ordering::Relaxed);
-                    let reservation = Reservation {
-                        pool: Arc::clone(pool),
-                        slot,
-                    };
-                    return Ok(RtpPortPair {
-                        rtp,
-                        rtcp,
-                        reservation,
-                    });
-                }
-                Err(e) => {
-                    pool.taken[slot].store(false, Ordering::Release);
-                    if e.kind() != io::ErrorKind::AddrInUse {
-                        return Err(e);
-                    }
-                }
-            }
+        if let Some(bound) = pool.take_idle(|idle| {
+            idle.len() > IDLE_KEPT
+                && idle
+                    .front()
+                    .is_some_and(|(freed, _)| now.saturating_duration_since(*freed) >= QUARANTINE)
+        }) {
+            return Ok(pool.hand_out(bound));
         }
-        Err(io::Error::new(
-            io::ErrorKind::AddrInUse,
-            "no free RTP port pair",
-        ))
+        match pool.bind_next() {
+            Ok(bound) => Ok(pool.hand_out(bound)),
+            // The range is exhausted, or we ran out of file descriptors: idle pairs are
+            // better reused early than a call refused.
+            Err(e) => match pool.take_idle(|idle| !idle.is_empty()) {
+                Some(bound) => Ok(pool.hand_out(bound)),
+                None => Err(e),
+            },
+        }
     }
 
     /// Pairs currently reserved; equal before and after a run when nothing leaks.
@@ -148,30 +172,121 @@ impl PortAllocator {
     }
 
     pub fn capacity(&self) -> usize {
-        self.pool.taken.len()
+        self.pool.slots.taken.len()
+    }
+}
+
+impl Pool {
+    fn idle(&self) -> MutexGuard<'_, VecDeque<(Instant, Arc<Bound>)>> {
+        // The queue stays consistent whatever a panicking holder did.
+        self.idle.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The oldest idle pair if `ready` says the queue may give one up, emptied of
+    /// what arrived while it was idle.
+    fn take_idle(
+        &self,
+        ready: impl FnOnce(&VecDeque<(Instant, Arc<Bound>)>) -> bool,
+    ) -> Option<Arc<Bound>> {
+        let bound = {
+            let mut idle = self.idle();
+            if !ready(&idle) {
+                return None;
+            }
+            idle.pop_front()?.1
+        };
+        drain(&bound.rtp);
+        drain(&bound.rtcp);
+        Some(bound)
+    }
+
+    /// Binds the next free slot's ports.
+    fn bind_next(&self) -> io::Result<Arc<Bound>> {
+        let slots = self.slots.taken.len();
+        for _ in 0..slots {
+            let index = self.cursor.fetch_add(1, Ordering::Relaxed) % slots;
+            if self.slots.taken[index]
+                .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+                .is_err()
+            {
+                continue;
+            }
+            let slot = Slot {
+                slots: Arc::clone(&self.slots),
+                index,
+            };
+            match bind_pair(self.bind_ip, slot.rtp_port()) {
+                Ok((rtp, rtcp)) => return Ok(Arc::new(Bound { rtp, rtcp, slot })),
+                // Dropping the slot frees it again.
+                Err(e) if e.kind() == io::ErrorKind::AddrInUse => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(io::Error::new(
+            io::ErrorKind::AddrInUse,
+            "no free RTP port pair",
+        ))
+    }
+
+    fn hand_out(self: &Arc<Self>, bound: Arc<Bound>) -> RtpPortPair {
+        self.in_use.fetch_add(1, Ordering::Relaxed);
+        RtpPortPair {
+            bound,
+            pool: Arc::clone(self),
+        }
     }
 }
 
 impl RtpPortPair {
     pub fn rtp_port(&self) -> u16 {
-        self.reservation.rtp_port()
+        self.bound.slot.rtp_port()
     }
 
     pub fn rtcp_port(&self) -> u16 {
         self.rtp_port() + 1
     }
-}
 
-impl Reservation {
-    pub(super) fn rtp_port(&self) -> u16 {
-        self.pool.first_port + (self.slot as u16) * 2
+    pub(super) fn sockets(&self) -> &Bound {
+        &self.bound
     }
 }
 
-impl Drop for Reservation {
+impl Drop for RtpPortPair {
     fn drop(&mut self) {
-        self.pool.taken[self.slot].store(false, Ordering::Release);
-        self.pool.in_use.fetch_sub(1, Ordering::Relaxed);
+        let pool = &self.pool;
+        pool.in_use.fetch_sub(1, Ordering::Relaxed);
+        let mut idle = pool.idle();
+        if idle.len() < IDLE_MAX {
+            idle.push_back((Instant::now(), Arc::clone(&self.bound)));
+        }
+        // Otherwise the sockets close when `bound` drops, after this.
+    }
+}
+
+impl Slot {
+    fn rtp_port(&self) -> u16 {
+        // index < pairs, so the port fits in the range (see `PortAllocator::new`).
+        self.slots.first_port + (self.index as u16) * 2
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.slots.taken[self.index].store(false, Ordering::Release);
+    }
+}
+
+/// Discards the datagrams waiting on a socket. Reads the socket directly: the runtime
+/// may not have seen yet that something arrived.
+fn drain(socket: &UdpSocket) {
+    let mut buf = [0u8; 64];
+    let sock = SockRef::from(socket);
+    for _ in 0..DRAIN_MAX {
+        match (&*sock).read(&mut buf) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+            // A datagram (truncated to the buffer), or an error reported for an earlier send.
+            _ => {}
+        }
     }
 }
 
@@ -189,13 +304,14 @@ fn bind(addr: SocketAddr) -> io::Result<UdpSocket> {
     }
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
-    Ok(socket.into())
+    UdpSocket::from_std(socket.into())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::net::Ipv4Addr;
+    use std::net::UdpSocket as StdUdpSocket;
 
     const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
@@ -230,16 +346,16 @@ mod tests {
         }
     }
 
-    #[test]
-    fn pairs_are_even_odd_and_distinct() {
+    #[tokio::test]
+    async fn pairs_are_even_odd_and_distinct() {
         let ports = PortAllocator::new(LOOPBACK, "31000-31019".parse().unwrap());
         let pairs: Vec<RtpPortPair> = (0..4).map(|_| ports.allocate().unwrap()).collect();
         let mut seen = Vec::new();
         for p in &pairs {
             assert_eq!(p.rtp_port() % 2, 0);
             assert_eq!(p.rtcp_port(), p.rtp_port() + 1);
-            assert_eq!(p.rtp.local_addr().unwrap().port(), p.rtp_port());
-            assert_eq!(p.rtcp.local_addr().unwrap().port(), p.rtcp_port());
+            assert_eq!(p.sockets().rtp.local_addr().unwrap().port(), p.rtp_port());
+            assert_eq!(p.sockets().rtcp.local_addr().unwrap().port(), p.rtcp_port());
             assert!((31000..=31019).contains(&p.rtcp_port()));
             assert!(!seen.contains(&p.rtp_port()));
             seen.push(p.rtp_port());
@@ -249,10 +365,10 @@ mod tests {
         assert_eq!(ports.in_use(), 0);
     }
 
-    #[test]
-    fn skips_ports_held_by_someone_else_and_reports_exhaustion() {
+    #[tokio::test]
+    async fn skips_ports_held_by_someone_else_and_reports_exhaustion() {
         // Another program holds the RTCP port of the first pair.
-        let squatter = UdpSocket::bind((LOOPBACK, 31101)).unwrap();
+        let squatter = StdUdpSocket::bind((LOOPBACK, 31101)).unwrap();
         let ports = PortAllocator::new(LOOPBACK, "31100-31103".parse().unwrap());
         let pair = ports.allocate().unwrap();
         assert_eq!(pair.rtp_port(), 31102);
@@ -267,8 +383,8 @@ mod tests {
         assert_ne!(pairs[0].rtp_port(), pairs[1].rtp_port());
     }
 
-    #[test]
-    fn a_thousand_cycles_leave_nothing_reserved() {
+    #[tokio::test]
+    async fn a_thousand_cycles_leave_nothing_reserved() {
         let ports = PortAllocator::new(LOOPBACK, "31200-31219".parse().unwrap());
         for _ in 0..1000 {
             let a = ports.allocate().unwrap();
@@ -277,20 +393,22 @@ mod tests {
             drop((a, b));
         }
         assert_eq!(ports.in_use(), 0);
-        // Every port is really free again.
+        // Every pair can be had again.
         let all: Vec<RtpPortPair> = (0..ports.capacity())
             .map(|_| ports.allocate().unwrap())
             .collect();
         assert_eq!(all.len(), 10);
     }
 
-    #[test]
-    fn threads_never_share_a_pair() {
+    #[tokio::test]
+    async fn threads_never_share_a_pair() {
         let ports = PortAllocator::new(LOOPBACK, "31300-31399".parse().unwrap());
+        let runtime = tokio::runtime::Handle::current();
         let held: Vec<RtpPortPair> = std::thread::scope(|s| {
             let workers: Vec<_> = (0..4)
                 .map(|_| {
                     s.spawn(|| {
+                        let _runtime = runtime.enter();
                         (0..10)
                             .map(|_| ports.allocate().unwrap())
                             .collect::<Vec<_>>()
@@ -309,5 +427,34 @@ mod tests {
         assert_eq!(all.len(), 40);
         drop(held);
         assert_eq!(ports.in_use(), 0);
+    }
+
+    #[tokio::test]
+    async fn freed_pairs_rest_before_reuse_and_come_back_empty() {
+        let ports = PortAllocator::new(LOOPBACK, "33000-33599".parse().unwrap());
+        let first = ports.allocate().unwrap();
+        let first_port = first.rtp_port();
+        // A late packet of the ended call is waiting when the pair is freed.
+        let phone = StdUdpSocket::bind((LOOPBACK, 0)).unwrap();
+        phone.send_to(b"late", (LOOPBACK, first_port)).unwrap();
+        drop(first);
+        let now = Instant::now();
+        let mut later = Vec::new();
+        for _ in 0..IDLE_KEPT {
+            let pair = ports.allocate_at(now).unwrap();
+            assert_ne!(pair.rtp_port(), first_port);
+            later.push(pair);
+        }
+        drop(later);
+        // Enough pairs were freed after it, but it has not rested long enough.
+        let pair = ports.allocate_at(now).unwrap();
+        assert_ne!(pair.rtp_port(), first_port);
+        let reused = ports.allocate_at(now + QUARANTINE).unwrap();
+        assert_eq!(reused.rtp_port(), first_port);
+        // Asked of the socket itself: the runtime's view of it may lag.
+        let mut buf = [0u8; 16];
+        let stale = (&*SockRef::from(&reused.sockets().rtp)).read(&mut buf);
+        assert_eq!(stale.map_err(|e| e.kind()), Err(io::ErrorKind::WouldBlock));
+        assert_eq!(ports.in_use(), 2);
     }
 }

@@ -1,20 +1,22 @@
 //! The media bridge between a call's two legs.
 //!
 //! Each leg has an RTP and an RTCP socket from the [`PortAllocator`](super::PortAllocator).
-//! Four tasks move packets, one per socket: what arrives on leg A's RTP socket from
-//! A's phone leaves by leg B's RTP socket towards B's phone, and so on. The relay path
-//! is recv, check the source, [`Forward`], send: a 2048-byte buffer owned by the task,
-//! no allocation, no locks held across an await, no logging. Counters are atomics
-//! anyone can read.
+//! One task per call moves the packets of all four sockets: what arrives on leg A's RTP
+//! socket from A's phone leaves by leg B's RTP socket towards B's phone, and so on. One
+//! task rather than one per socket, because starting, waking and stopping tasks cost
+//! more per call than the relaying itself. The relay path is recv, check the source,
+//! [`Forward`], send: a 2048-byte buffer owned by the task, no allocation, no locks held
+//! across an await, no logging. Counters are atomics anyone can read.
 
 use super::latch::Latch;
-use super::ports::{Reservation, RtpPortPair};
+use super::ports::RtpPortPair;
 use super::rtp::StreamRewriter;
-use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
+use tokio::io::ReadBuf;
 use tokio::net::UdpSocket;
 use tokio::task::JoinHandle;
 
@@ -107,34 +109,27 @@ enum Channel {
 }
 
 struct Leg {
-    rtp: UdpSocket,
-    rtcp: UdpSocket,
+    ports: RtpPortPair,
     rtp_latch: Mutex<Latch>,
     rtcp_latch: Mutex<Latch>,
     counters: Counters,
-    rtp_port: u16,
-    /// Declared after the sockets so they close before the ports are handed out again.
-    _reservation: Reservation,
 }
 
 impl Leg {
-    fn new(ports: RtpPortPair, now: Instant, config: RelayConfig) -> io::Result<Leg> {
-        let rtp_port = ports.rtp_port();
-        Ok(Leg {
-            rtp: UdpSocket::from_std(ports.rtp)?,
-            rtcp: UdpSocket::from_std(ports.rtcp)?,
+    fn new(ports: RtpPortPair, now: Instant, config: RelayConfig) -> Leg {
+        Leg {
+            ports,
             rtp_latch: Mutex::new(Latch::new(now, config.latch_window)),
             rtcp_latch: Mutex::new(Latch::new(now, config.latch_window)),
             counters: Counters::default(),
-            rtp_port,
-            _reservation: ports.reservation,
-        })
+        }
     }
 
     fn socket(&self, channel: Channel) -> &UdpSocket {
+        let sockets = self.ports.sockets();
         match channel {
-            Channel::Rtp => &self.rtp,
-            Channel::Rtcp => &self.rtcp,
+            Channel::Rtp => &sockets.rtp,
+            Channel::Rtcp => &sockets.rtcp,
         }
     }
 
@@ -165,45 +160,29 @@ impl Leg {
     }
 }
 
-/// A running bridge. Dropping it stops the tasks; their sockets and ports are released
-/// as the runtime drops them, shortly after. [`Relay::stop`] waits for that.
+/// A running bridge. Dropping it stops the task; the sockets and ports are released
+/// as the runtime drops it, shortly after. [`Relay::stop`] waits for that.
 pub struct Relay {
     legs: [Arc<Leg>; 2],
     started: Instant,
-    tasks: Vec<JoinHandle<()>>,
+    task: JoinHandle<()>,
 }
 
 impl Relay {
     /// Starts relaying between two legs' ports. No remote address is known yet: call
     /// [`Relay::set_remote`] as each leg's SDP arrives. Must run inside a tokio runtime.
-    pub fn start(a: RtpPortPair, b: RtpPortPair, config: RelayConfig) -> io::Result<Relay> {
+    pub fn start(a: RtpPortPair, b: RtpPortPair, config: RelayConfig) -> Relay {
         let started = Instant::now();
         let legs = [
-            Arc::new(Leg::new(a, started, config)?),
-            Arc::new(Leg::new(b, started, config)?),
+            Arc::new(Leg::new(a, started, config)),
+            Arc::new(Leg::new(b, started, config)),
         ];
-        let mut tasks = Vec::with_capacity(4);
-        for (from, to) in [(0, 1), (1, 0)] {
-            for channel in [Channel::Rtp, Channel::Rtcp] {
-                let forward = match channel {
-                    Channel::Rtp => Forward::Relay(StreamRewriter::new()),
-                    Channel::Rtcp => Forward::Verbatim,
-                };
-                let pump = pump(
-                    Arc::clone(&legs[from]),
-                    Arc::clone(&legs[to]),
-                    channel,
-                    forward,
-                    started,
-                );
-                tasks.push(tokio::spawn(pump));
-            }
-        }
-        Ok(Relay {
+        let task = tokio::spawn(relay(legs.clone(), started));
+        Relay {
             legs,
             started,
-            tasks,
-        })
+            task,
+        }
     }
 
     /// Sets where a leg's phone said (in SDP) it receives RTP and RTCP, `None` when it
@@ -219,7 +198,7 @@ impl Relay {
 
     /// The leg's local RTP port (RTCP is the next one), for its SDP.
     pub fn rtp_port(&self, side: Side) -> u16 {
-        self.legs[side.index()].rtp_port
+        self.legs[side.index()].ports.rtp_port()
     }
 
     pub fn stats(&self, side: Side) -> LegStats {
@@ -255,66 +234,110 @@ impl Relay {
             .find(|&side| self.rtp_idle(side, now) >= limit)
     }
 
-    /// Stops the tasks and returns once the sockets are closed and the ports free.
+    /// Stops the task and returns once the sockets are closed and the ports free.
     pub async fn stop(mut self) {
-        let tasks = std::mem::take(&mut self.tasks);
-        for task in &tasks {
-            task.abort();
-        }
-        for task in tasks {
-            // Cancelled is the expected outcome; a pump never ends on its own.
-            let _ = task.await;
-        }
+        self.task.abort();
+        // Cancelled is the expected outcome; the relay never ends on its own.
+        let _ = (&mut self.task).await;
     }
 }
 
 impl Drop for Relay {
     fn drop(&mut self) {
-        for task in &self.tasks {
-            task.abort();
+        self.task.abort();
+    }
+}
+
+/// One direction of one channel: packets arriving on leg `from`'s socket leave by the
+/// other leg's.
+struct Path {
+    from: usize,
+    channel: Channel,
+    forward: Forward,
+}
+
+impl Path {
+    fn new(from: Side, channel: Channel) -> Path {
+        let forward = match channel {
+            Channel::Rtp => Forward::Relay(StreamRewriter::new()),
+            Channel::Rtcp => Forward::Verbatim,
+        };
+        Path {
+            from: from.index(),
+            channel,
+            forward,
+        }
+    }
+
+    /// Relays what is waiting on the path's socket. Returns when the socket has nothing
+    /// more, or when the task has used its share of the runtime (tokio's budget),
+    /// having asked to be woken again either way.
+    fn poll_relay(
+        &mut self,
+        cx: &mut Context<'_>,
+        legs: &[Arc<Leg>; 2],
+        buf: &mut [u8],
+        started: Instant,
+    ) {
+        let (from, to) = (&legs[self.from], &legs[1 - self.from]);
+        let socket = from.socket(self.channel);
+        loop {
+            let mut read = ReadBuf::new(buf);
+            let source = match socket.poll_recv_from(cx, &mut read) {
+                Poll::Pending => return,
+                // Errors here are per datagram (e.g. an ICMP error reported on some systems).
+                Poll::Ready(Err(_)) => continue,
+                Poll::Ready(Ok(source)) => source,
+            };
+            let len = read.filled().len();
+            let now = Instant::now();
+            // A dual-stack socket reports IPv4 sources as mapped IPv6; SDP has them plain.
+            let source = SocketAddr::new(source.ip().to_canonical(), source.port());
+            if !from.latch(self.channel).accept(source, now) {
+                from.counters
+                    .refused_packets
+                    .fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            from.count_received(self.channel, len, now.saturating_duration_since(started));
+            let Some(destination) = to.latch(self.channel).destination() else {
+                continue;
+            };
+            let packet = &mut buf[..len];
+            self.forward.apply(packet);
+            // Sent directly rather than through the runtime, which may not know yet that
+            // a new socket is writable. A full send buffer drops the packet, as the
+            // network would.
+            if socket2::SockRef::from(to.socket(self.channel))
+                .send_to(packet, &destination.into())
+                .is_ok()
+            {
+                to.counters.sent_packets.fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
 }
 
-/// Moves packets arriving on `from`'s `channel` socket out of `to`'s.
-async fn pump(
-    from: Arc<Leg>,
-    to: Arc<Leg>,
-    channel: Channel,
-    mut forward: Forward,
-    started: Instant,
-) {
+/// Moves the packets of both legs' four sockets until aborted.
+async fn relay(legs: [Arc<Leg>; 2], started: Instant) {
     let mut buf = [0u8; BUFFER_LEN];
-    let socket = from.socket(channel);
-    loop {
-        // Errors here are per datagram (e.g. an ICMP error reported on some systems).
-        let Ok((len, source)) = socket.recv_from(&mut buf).await else {
-            continue;
-        };
-        let now = Instant::now();
-        // A dual-stack socket reports IPv4 sources as mapped IPv6; SDP has them plain.
-        let source = SocketAddr::new(source.ip().to_canonical(), source.port());
-        if !from.latch(channel).accept(source, now) {
-            from.counters
-                .refused_packets
-                .fetch_add(1, Ordering::Relaxed);
-            continue;
+    let mut paths = [
+        Path::new(Side::A, Channel::Rtp),
+        Path::new(Side::A, Channel::Rtcp),
+        Path::new(Side::B, Channel::Rtp),
+        Path::new(Side::B, Channel::Rtcp),
+    ];
+    // Each wake-up starts at the next path, so a flood on one socket, which ends a
+    // wake-up by using up the task's budget, cannot starve the others.
+    let mut first = 0;
+    std::future::poll_fn(|cx| {
+        for i in 0..paths.len() {
+            paths[(first + i) % paths.len()].poll_relay(cx, &legs, &mut buf, started);
         }
-        from.count_received(channel, len, now.saturating_duration_since(started));
-        let Some(destination) = to.latch(channel).destination() else {
-            continue;
-        };
-        let packet = &mut buf[..len];
-        forward.apply(packet);
-        if to
-            .socket(channel)
-            .send_to(packet, destination)
-            .await
-            .is_ok()
-        {
-            to.counters.sent_packets.fetch_add(1, Ordering::Relaxed);
-        }
-    }
+        first = (first + 1) % paths.len();
+        Poll::<()>::Pending
+    })
+    .await
 }
 
 #[cfg(test)]
@@ -335,7 +358,6 @@ mod tests {
             ports.allocate().unwrap(),
             RelayConfig::default(),
         )
-        .unwrap()
     }
 
     async fn phone() -> UdpSocket {

@@ -106,6 +106,7 @@ pub type StoreResult<T> = Result<T, StoreError>;
 #[derive(Clone)]
 pub struct Store {
     db: Arc<Database>,
+    kv_cache: Arc<kv::KvCache>,
 }
 
 impl Store {
@@ -120,7 +121,10 @@ impl Store {
         let db = Database::builder()
             .set_check_integrity_on_open(true)
             .create(dir.join(FILE_NAME))?;
-        let store = Store { db: Arc::new(db) };
+        let store = Store {
+            db: Arc::new(db),
+            kv_cache: Arc::default(),
+        };
         store.write(|txn| {
             Self::migrate(txn)?;
             registrations::forget_connections(txn)

@@ -38,14 +38,13 @@ pub(super) async fn receive_loop(
         if buf.capacity() < MAX_DATAGRAM {
             buf.reserve(MAX_DATAGRAM * 4);
         }
-        buf.resize(MAX_DATAGRAM, 0);
+        // Received into the spare capacity, which needs no zeroing first.
         let received = tokio::select! {
-            r = sock.recv_from(&mut buf) => r,
+            r = sock.recv_buf_from(&mut buf) => r,
             _ = shutdown.wait_for(|s| *s) => return,
         };
         match received {
-            Ok((n, from)) => {
-                buf.truncate(n);
+            Ok((_, from)) => {
                 let datagram = buf.split().freeze();
                 hub.on_message(datagram, Peer::new(TransportKind::Udp, from), false);
             }
