@@ -90,7 +90,10 @@ fn parse_message(buf: Bytes, stream: bool) -> Result<Message, ParseError> {
             ParseError::Drop(reason)
         }
     };
-    let mut headers = Headers::with_capacity(16);
+    // 14 headers of 72 bytes stay under glibc's 1 KiB large-request threshold, past
+    // which every allocation first consolidates the small free chunks (a profile of
+    // the server under load showed that cost); typical requests have 10-14 headers.
+    let mut headers = Headers::with_capacity(14);
     let mut header_error = None;
     while let Some(line) = lines.next_line() {
         match parse_header_line(&head, line, &mut lines) {
