@@ -111,6 +111,8 @@ pub struct Call {
     pub answered_by: Option<DialTarget>,
     /// The dialplan task has finished.
     pub route_done: bool,
+    /// The last offer in either direction put the media on hold (not sendrecv).
+    pub on_hold: bool,
     /// Requests of our own in the dialogs (session refreshes, BYEs), by transaction.
     pub own_requests: Vec<(TxKey, Side)>,
     /// Every dialog id indexed for this call (the A leg's and each branch's), so

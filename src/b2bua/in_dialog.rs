@@ -90,8 +90,13 @@ impl B2bua {
         let Some(call) = self.calls.get_mut(&id) else {
             return;
         };
-        if side == Side::A && offer.is_some() {
-            call.a.offer = offer.clone().unwrap_or_else(|| call.a.offer.clone());
+        if let Some(sdp) = &offer {
+            call.on_hold = sdp
+                .direction(0)
+                .is_some_and(|d| d != crate::sdp::Direction::SendRecv);
+            if side == Side::A {
+                call.a.offer = sdp.clone();
+            }
         }
         let (a_port, b_port) = (call.media.a_port, call.media.b_port);
         let Some(b) = call.b.as_mut() else {

@@ -318,6 +318,7 @@ impl B2bua {
                 answered_by: None,
                 route_done: false,
                 own_requests: Vec::new(),
+                on_hold: false,
                 dialog_keys: vec![a_dialog_key],
                 session_generation: [0; 2],
             },
@@ -532,12 +533,10 @@ impl B2bua {
         if call.ended.is_some() {
             return;
         }
-        let on_hold = [&call.a.offer]
-            .iter()
-            .any(|s| s.direction(0).is_some_and(|d| !d.sends() || !d.receives()));
-        // A leg that never sent RTP (a test tool, a phone that only listens) is not
-        // timed out; one that sent and stopped is.
-        if !on_hold
+        // A held call sends RTP one way or not at all, so only a call whose last offer
+        // (from either side) was sendrecv is checked. A leg that never sent RTP (a test
+        // tool, a phone that only listens) is not timed out; one that sent and stopped is.
+        if !call.on_hold
             && let Some(side) = relay.media_timeout(now, self.ctx.media_timeout)
             && relay.stats(side).rtp_packets > 0
         {
