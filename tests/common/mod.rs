@@ -61,7 +61,13 @@ impl Server {
         ipv6: bool,
         dialplans: Option<&std::path::Path>,
     ) -> Server {
-        Self::launch_on(IpAddr::from([127, 0, 0, 1]), sip_keys, extra, ipv6, dialplans)
+        Self::launch_on(
+            IpAddr::from([127, 0, 0, 1]),
+            sip_keys,
+            extra,
+            ipv6,
+            dialplans,
+        )
     }
 
     fn launch_on(
