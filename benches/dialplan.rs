@@ -1,6 +1,8 @@
-//! Per-call cost of the dialplan: build the call's sandboxed Lua state from the
-//! compiled shipped dialplan, run `route()` to its dial, and finish, with a call that
-//! answers every dial at once. Run: `cargo bench --bench dialplan`.
+//! Per-call cost of the dialplan: take a warm Lua state of the compiled shipped
+//! dialplan, give the call a fresh environment, run `route()` to its dial and finish,
+//! with a call that answers every dial at once. Also: how long a runaway
+//! `while true do end` holds a worker thread before the instruction budget stops it.
+//! Run: `cargo bench --bench dialplan`.
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use std::path::Path;
@@ -122,5 +124,29 @@ fn route(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, route);
+fn runaway(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("default.lua"),
+        "function route(call) while true do end end",
+    )
+    .unwrap();
+    let plan = Dialplan::load(dir.path()).unwrap();
+    let services = Services::new(Arc::new(MemoryKv::default()));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let mut call = call_to("1001");
+    let mut group = c.benchmark_group("dialplan");
+    group.sample_size(10);
+    group.bench_function("runaway_loop_stopped", |b| {
+        b.iter(|| {
+            let outcome = runtime.block_on(plan.run(&mut call, &services));
+            assert!(outcome.error.is_some());
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, route, runaway);
 criterion_main!(benches);

@@ -37,6 +37,7 @@ pub struct Config {
     /// Keyed by extension number (the user part of its AOR).
     pub extensions: BTreeMap<String, Extension>,
     pub security: SecurityConfig,
+    pub registrar: RegistrarConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -265,6 +266,34 @@ impl Default for SecurityConfig {
             ]
             .map(String::from)
             .to_vec(),
+        }
+    }
+}
+
+/// Registration limits and keep-alive pings (issue 3).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RegistrarConfig {
+    /// Expiry when neither the Contact nor the REGISTER asks for one.
+    pub default_expires: u32,
+    /// Shorter non-zero expiries get 423 Interval Too Brief with this Min-Expires.
+    pub min_expires: u32,
+    /// Longer expiries are shortened to this.
+    pub max_expires: u32,
+    /// Seconds between OPTIONS pings to UDP contacts; 0 turns qualify off.
+    pub qualify_interval_secs: u64,
+    /// How long a digest nonce is accepted before a `stale=true` challenge.
+    pub nonce_lifetime_secs: u64,
+}
+
+impl Default for RegistrarConfig {
+    fn default() -> Self {
+        RegistrarConfig {
+            default_expires: 3600,
+            min_expires: 60,
+            max_expires: 7200,
+            qualify_interval_secs: 30,
+            nonce_lifetime_secs: 300,
         }
     }
 }
@@ -538,6 +567,8 @@ struct ConfigFile {
     extensions: BTreeMap<String, ExtensionFile>,
     #[serde(default)]
     security: SecurityConfig,
+    #[serde(default)]
+    registrar: RegistrarConfig,
 }
 
 #[derive(Deserialize)]
@@ -649,6 +680,7 @@ fn validate(raw: ConfigFile, origin: Origin, base: Option<&Path>) -> Result<Conf
             dir: resolve_dir("dialplan.dir", raw.dialplan.dir, base)?,
         },
         security: validate_security(raw.security)?,
+        registrar: validate_registrar(raw.registrar)?,
         sip,
         extensions,
     })
@@ -908,6 +940,34 @@ fn parse_ha1(key: &str, text: &str) -> Result<Credential, KeyError> {
     Ok(Credential::Ha1 { algorithm, hash })
 }
 
+fn validate_registrar(raw: RegistrarConfig) -> Result<RegistrarConfig, KeyError> {
+    if raw.min_expires == 0 {
+        return Err(bad("registrar.min_expires", "must be greater than 0"));
+    }
+    if raw.nonce_lifetime_secs == 0 {
+        return Err(bad(
+            "registrar.nonce_lifetime_secs",
+            "must be greater than 0",
+        ));
+    }
+    if raw.max_expires < raw.min_expires {
+        return Err(bad(
+            "registrar.max_expires",
+            format!("must be at least min_expires ({})", raw.min_expires),
+        ));
+    }
+    if !(raw.min_expires..=raw.max_expires).contains(&raw.default_expires) {
+        return Err(bad(
+            "registrar.default_expires",
+            format!(
+                "must lie between min_expires ({}) and max_expires ({})",
+                raw.min_expires, raw.max_expires
+            ),
+        ));
+    }
+    Ok(raw)
+}
+
 fn validate_security(raw: SecurityConfig) -> Result<SecurityConfig, KeyError> {
     for (key, value) in [
         (
@@ -1101,6 +1161,18 @@ mod tests {
             (
                 "[security]\nban_secs = 0",
                 "security.ban_secs: must be greater than 0",
+            ),
+            (
+                "[registrar]\ndefault_expires = 30",
+                "registrar.default_expires: must lie between min_expires (60) and max_expires (7200)",
+            ),
+            (
+                "[registrar]\nmin_expires = 0",
+                "registrar.min_expires: must be greater than 0",
+            ),
+            (
+                "[registrar]\nmax_expires = 10",
+                "registrar.max_expires: must be at least min_expires (60)",
             ),
             (
                 "[security]\nscanner_user_agents = [\"x\", \" \"]",

@@ -3,26 +3,13 @@
 
 mod common;
 
-use common::{Server, options, status_of, udp_exchange};
+use common::{Server, expectations, options, status_of, udp_exchange};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 const ANSWER_WAIT: Duration = Duration::from_secs(3);
 const SILENCE_WAIT: Duration = Duration::from_millis(500);
-
-fn expectations() -> Vec<(String, String)> {
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
-    std::fs::read_to_string(format!("{dir}/torture-expect.tsv"))
-        .expect("table")
-        .lines()
-        .filter(|l| !l.starts_with('#') && !l.starts_with("file\t") && !l.is_empty())
-        .map(|l| {
-            let (f, e) = l.split_once('\t').expect("two columns");
-            (format!("{dir}/conformance/{f}"), e.to_string())
-        })
-        .collect()
-}
 
 /// Checks one answer against the table's expectation; returns a failure description.
 fn judge(path: &str, expect: &str, answer: Option<Vec<u8>>) -> Option<String> {
@@ -73,31 +60,9 @@ fn fast_server() -> Server {
     Server::start_sip(SHORT_T1)
 }
 
-#[test]
-fn torture_messages_over_udp_get_their_expected_answers() {
-    let mut server = fast_server();
-    let mut failures = Vec::new();
-    let mut seen = std::collections::HashSet::new();
-    for (path, expect) in expectations() {
-        let bytes = std::fs::read(&path).expect("fixture");
-        wait_out_reused_branch(&bytes, &mut seen);
-        let wait = if expect == "drop" {
-            SILENCE_WAIT
-        } else {
-            ANSWER_WAIT
-        };
-        failures.extend(judge(
-            &path,
-            &expect,
-            udp_exchange(server.sip, &bytes, wait),
-        ));
-    }
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
-    assert!(server.alive());
-}
-
-#[test]
-fn torture_messages_over_tcp_get_their_expected_answers() {
+/// Sends every torture message over one transport and checks each answer against
+/// the table; `on_stream` marks the messages that are incomplete on a stream.
+fn torture_over(exchange: fn(SocketAddr, &[u8], Duration) -> Option<Vec<u8>>, on_stream: bool) {
     let mut server = fast_server();
     let mut failures = Vec::new();
     let mut seen = std::collections::HashSet::new();
@@ -106,7 +71,7 @@ fn torture_messages_over_tcp_get_their_expected_answers() {
         wait_out_reused_branch(&bytes, &mut seen);
         // Over a stream, a Content-Length beyond the data, or headers with no empty line
         // after them, mean "wait for the rest" (RFC 4475 §3.1.2.2), so no answer comes.
-        let incomplete = path.ends_with("clerr.dat") || path.ends_with("baddn.dat");
+        let incomplete = on_stream && (path.ends_with("clerr.dat") || path.ends_with("baddn.dat"));
         let expect = if incomplete {
             "drop".to_string()
         } else {
@@ -117,14 +82,20 @@ fn torture_messages_over_tcp_get_their_expected_answers() {
         } else {
             ANSWER_WAIT
         };
-        failures.extend(judge(
-            &path,
-            &expect,
-            tcp_exchange(server.sip, &bytes, wait),
-        ));
+        failures.extend(judge(&path, &expect, exchange(server.sip, &bytes, wait)));
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     assert!(server.alive());
+}
+
+#[test]
+fn torture_messages_over_udp_get_their_expected_answers() {
+    torture_over(udp_exchange, false);
+}
+
+#[test]
+fn torture_messages_over_tcp_get_their_expected_answers() {
+    torture_over(tcp_exchange, true);
 }
 
 #[test]

@@ -1,23 +1,12 @@
 //! Every RFC 4475 / RFC 5118 torture message, byte-exact from tests/fixtures, through
 //! the parser and the UAS checks: the outcome must be the one torture-expect.tsv names.
 
+mod common;
+
 use bytes::Bytes;
+use common::expectations;
 use switchboard::sip::checks::{Capabilities, check_request};
 use switchboard::sip::{Message, ParseError, parse_datagram};
-
-fn fixtures() -> Vec<(String, String)> {
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
-    let table =
-        std::fs::read_to_string(format!("{dir}/torture-expect.tsv")).expect("expectation table");
-    table
-        .lines()
-        .filter(|l| !l.starts_with('#') && !l.starts_with("file\t") && !l.is_empty())
-        .map(|l| {
-            let (f, e) = l.split_once('\t').expect("two columns");
-            (format!("{dir}/conformance/{f}"), e.to_string())
-        })
-        .collect()
-}
 
 /// What the server would do: a status code, "ok" for accepted, "drop" for silence.
 fn outcome(bytes: Vec<u8>) -> String {
@@ -35,7 +24,7 @@ fn outcome(bytes: Vec<u8>) -> String {
 
 #[test]
 fn every_torture_message_gets_its_expected_handling() {
-    let rows = fixtures();
+    let rows = expectations();
     assert_eq!(rows.len(), 61, "49 RFC 4475 + 12 RFC 5118 messages");
     let mut failures = Vec::new();
     for (path, expect) in rows {

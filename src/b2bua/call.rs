@@ -7,7 +7,7 @@ use crate::media::{Relay, RtpPortPair, Side};
 use crate::sdp::{OriginState, Sdp};
 use crate::sip::dialog::{Dialog, Forks, SessionTimer};
 use crate::sip::transaction::{Peer, TxKey};
-use crate::sip::{Request, Response};
+use crate::sip::{Request, Response, SipStr};
 use crate::store::{Disposition, HangupBy};
 use std::net::IpAddr;
 use std::time::{Instant, SystemTime};
@@ -113,6 +113,9 @@ pub struct Call {
     pub route_done: bool,
     /// Requests of our own in the dialogs (session refreshes, BYEs), by transaction.
     pub own_requests: Vec<(TxKey, Side)>,
+    /// Every dialog id indexed for this call (the A leg's and each branch's), so
+    /// forgetting the call removes exactly those.
+    pub dialog_keys: Vec<(SipStr, SipStr)>,
     /// Bumped whenever a leg's session timer is re-armed, so stale timers are ignored.
     pub session_generation: [u64; 2],
 }

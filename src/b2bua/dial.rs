@@ -16,17 +16,6 @@ use std::net::SocketAddr;
 use std::time::{Instant, SystemTime};
 use tokio::sync::oneshot;
 
-/// What a failed branch's status says about the target.
-pub fn status_of(code: u16) -> DialStatus {
-    match code {
-        486 | 600 => DialStatus::Busy,
-        408 | 480 | 487 => DialStatus::NoAnswer,
-        404 | 604 => DialStatus::NotFound,
-        503 => DialStatus::Unavailable,
-        _ => DialStatus::Failed,
-    }
-}
-
 /// CANCELs a branch that has no final response; before any provisional the CANCEL
 /// waits for one (RFC 3261 §9.1).
 pub fn cancel_branch(txl: &mut TransactionLayer, branch: &mut Branch, now: Instant) {
@@ -231,7 +220,8 @@ impl B2bua {
             cancel_pending: false,
         });
         self.by_client_tx.insert(key, id);
-        self.by_dialog.insert(dialog_key, (id, Side::B));
+        self.by_dialog.insert(dialog_key.clone(), (id, Side::B));
+        call.dialog_keys.push(dialog_key);
         true
     }
 
@@ -366,7 +356,7 @@ impl B2bua {
         if branch.done.is_none() {
             branch.done = Some(status);
             tracing::info!(target = %branch.target, status, "branch failed");
-            self.note_status(id, status_of(status), Some(status));
+            self.note_status(id, DialStatus::of_final_response(status), Some(status));
         }
         self.attempt_finished(txl, id);
     }
@@ -497,12 +487,12 @@ mod tests {
 
     #[test]
     fn failure_codes_map_to_dial_statuses() {
-        assert_eq!(status_of(486), DialStatus::Busy);
-        assert_eq!(status_of(600), DialStatus::Busy);
-        assert_eq!(status_of(408), DialStatus::NoAnswer);
-        assert_eq!(status_of(404), DialStatus::NotFound);
-        assert_eq!(status_of(503), DialStatus::Unavailable);
-        assert_eq!(status_of(403), DialStatus::Failed);
+        assert_eq!(DialStatus::of_final_response(486), DialStatus::Busy);
+        assert_eq!(DialStatus::of_final_response(600), DialStatus::Busy);
+        assert_eq!(DialStatus::of_final_response(408), DialStatus::NoAnswer);
+        assert_eq!(DialStatus::of_final_response(404), DialStatus::NotFound);
+        assert_eq!(DialStatus::of_final_response(503), DialStatus::Unavailable);
+        assert_eq!(DialStatus::of_final_response(403), DialStatus::Failed);
     }
 
     #[test]

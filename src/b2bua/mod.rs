@@ -278,10 +278,8 @@ impl B2bua {
         let span = tracing::info_span!("call", call_id = %call_id, caller = %info.from.user, callee = %info.to.user);
         span.in_scope(|| tracing::info!(source = %source.addr, "new call"));
         self.by_server_tx.insert(key, id);
-        self.by_dialog.insert(
-            (dialog.id().call_id.clone(), dialog.id().local_tag.clone()),
-            (id, Side::A),
-        );
+        let a_dialog_key = (dialog.id().call_id.clone(), dialog.id().local_tag.clone());
+        self.by_dialog.insert(a_dialog_key.clone(), (id, Side::A));
         let a_port = a_ports.rtp_port();
         self.calls.insert(
             id,
@@ -320,6 +318,7 @@ impl B2bua {
                 answered_by: None,
                 route_done: false,
                 own_requests: Vec::new(),
+                dialog_keys: vec![a_dialog_key],
                 session_generation: [0; 2],
             },
         );
@@ -901,11 +900,14 @@ impl B2bua {
         }
     }
 
+    /// Drops a call and its dialog ids. Transaction keys clean themselves up: each
+    /// transaction's `Terminated` event removes its entry.
     fn forget(&mut self, id: u64) {
-        self.calls.remove(&id);
-        self.by_server_tx.retain(|_, c| *c != id);
-        self.by_client_tx.retain(|_, c| *c != id);
-        self.by_dialog.retain(|_, (c, _)| *c != id);
+        if let Some(call) = self.calls.remove(&id) {
+            for key in &call.dialog_keys {
+                self.by_dialog.remove(key);
+            }
+        }
     }
 
     /// Live calls, for `switchboard calls`.

@@ -1,9 +1,10 @@
-//! The `call` object a script gets: the call's facts as plain tables, and the argument
-//! checking and result tables of the operations (`call:dial{...}` and friends). The
-//! operations themselves run in the engine (see `run.rs`), which owns the call.
+//! The Rust side of the script's `call` object (the prelude in `sandbox.rs` builds the
+//! object itself): its headers, the argument checking and result tables of the
+//! operations (`call:dial{...}` and friends). The operations themselves run in the
+//! engine (see `run.rs`), which owns the call.
 
 use super::VarValue;
-use super::call::{CallInfo, CallerId, DialRequest, DialResult, DialTarget, Party, Strategy};
+use super::call::{CallerId, DialRequest, DialResult, DialTarget, Strategy};
 use crate::sip::Uri;
 use mlua::{Lua, MultiValue, Table, Value};
 use std::collections::BTreeMap;
@@ -32,44 +33,25 @@ const RESERVED_HEADERS: [&str; 14] = [
     "www-authenticate",
 ];
 
-/// The table behind the script's `call`: facts only; the prelude adds the methods.
-pub(crate) fn call_table(lua: &Lua, info: &CallInfo) -> mlua::Result<Table> {
-    let t = lua.create_table()?;
-    t.set("id", info.id.as_str())?;
-    t.set("from", party(lua, &info.from)?)?;
-    t.set("to", party(lua, &info.to)?)?;
-    t.set("request_uri", info.request_uri.as_str())?;
-    let headers = lua.create_table()?;
-    let all = lua.create_table_with_capacity(info.headers.len(), 0)?;
-    for (name, value) in &info.headers {
+/// `call.headers` (lowercase name to first value) and `call.all_headers` (every
+/// header as `{name = ..., value = ...}`, in order).
+pub(crate) fn header_tables(
+    lua: &Lua,
+    headers: &[(String, String)],
+) -> mlua::Result<(Table, Table)> {
+    let first = lua.create_table()?;
+    let all = lua.create_table_with_capacity(headers.len(), 0)?;
+    for (name, value) in headers {
         let lower = name.to_ascii_lowercase();
-        if !headers.contains_key(lower.as_str())? {
-            headers.set(lower, value.as_str())?;
+        if !first.contains_key(lower.as_str())? {
+            first.raw_set(lower, value.as_str())?;
         }
         let h = lua.create_table_with_capacity(0, 2)?;
-        h.set("name", name.as_str())?;
-        h.set("value", value.as_str())?;
-        all.push(h)?;
+        h.raw_set("name", name.as_str())?;
+        h.raw_set("value", value.as_str())?;
+        all.raw_push(h)?;
     }
-    t.set("headers", headers)?;
-    t.set("all_headers", all)?;
-    let source = lua.create_table_with_capacity(0, 2)?;
-    source.set("ip", info.source.ip().to_string())?;
-    source.set("port", info.source.port())?;
-    t.set("source", source)?;
-    t.set("transport", info.transport.as_str())?;
-    t.set("auth_user", info.auth_user.as_deref())?;
-    t.set("vars", lua.create_table()?)?;
-    Ok(t)
-}
-
-fn party(lua: &Lua, p: &Party) -> mlua::Result<Table> {
-    let t = lua.create_table_with_capacity(0, 4)?;
-    t.set("user", p.user.as_str())?;
-    t.set("display", p.display.as_deref())?;
-    t.set("uri", p.uri.as_str())?;
-    t.set("host", p.host.as_str())?;
-    Ok(t)
+    Ok((first, all))
 }
 
 /// What a script asked the call to do.
@@ -98,6 +80,7 @@ pub(crate) fn parse_op(values: MultiValue) -> Result<Op, String> {
         "reject" => {
             let code = match arg() {
                 Value::Integer(c) if (400..=699).contains(&c) => c as u16,
+                Value::Number(n) if n.fract() == 0.0 && (400.0..=699.0).contains(&n) => n as u16,
                 other => {
                     return Err(format!(
                         "call:reject(code, reason): code must be a SIP status 400 to 699, got {}",
@@ -149,8 +132,8 @@ fn parse_dial(spec: Value) -> Result<DialRequest, String> {
         headers: Vec::new(),
     };
     let table = match spec {
-        Value::String(s) => {
-            request.targets.push(parse_target(&s.to_string_lossy())?);
+        target @ (Value::String(_) | Value::Integer(_)) => {
+            request.targets.push(target_value(target)?);
             return Ok(request);
         }
         Value::Table(t) => t,
@@ -163,28 +146,14 @@ fn parse_dial(spec: Value) -> Result<DialRequest, String> {
     };
     for item in table.sequence_values::<Value>() {
         match item.map_err(|e| e.to_string())? {
-            Value::String(s) => request.targets.push(parse_target(&s.to_string_lossy())?),
             Value::Table(group) => {
                 for member in group.sequence_values::<Value>() {
-                    match member.map_err(|e| e.to_string())? {
-                        Value::String(s) => {
-                            request.targets.push(parse_target(&s.to_string_lossy())?)
-                        }
-                        other => {
-                            return Err(format!(
-                                "call:dial: group members must be strings, got {}",
-                                describe(&other)
-                            ));
-                        }
-                    }
+                    request
+                        .targets
+                        .push(target_value(member.map_err(|e| e.to_string())?)?);
                 }
             }
-            other => {
-                return Err(format!(
-                    "call:dial: targets must be strings or lists of strings, got {}",
-                    describe(&other)
-                ));
-            }
+            other => request.targets.push(target_value(other)?),
         }
     }
     let length = table.raw_len();
@@ -242,6 +211,18 @@ fn parse_dial(spec: Value) -> Result<DialRequest, String> {
         return Err(format!("call:dial: at most {MAX_TARGETS} targets"));
     }
     Ok(request)
+}
+
+/// A target as a script wrote it: a string, or a number for an extension.
+fn target_value(v: Value) -> Result<DialTarget, String> {
+    match v {
+        Value::String(s) => parse_target(&s.to_string_lossy()),
+        Value::Integer(i) => parse_target(&i.to_string()),
+        other => Err(format!(
+            "call:dial: targets are strings (or lists of them), got {}",
+            describe(&other)
+        )),
+    }
 }
 
 /// `sip:` and `sips:` URIs are dialed as they are; anything else names an extension.
@@ -371,11 +352,11 @@ fn describe(v: &Value) -> String {
 /// The table `call:dial` returns.
 pub(crate) fn dial_result_table(lua: &Lua, r: &DialResult) -> mlua::Result<Table> {
     let t = lua.create_table_with_capacity(0, 5)?;
-    t.set("answered", r.answered())?;
-    t.set("status", r.status.as_str())?;
-    t.set("sip_code", r.sip_code)?;
-    t.set("answered_by", r.answered_by.as_ref().map(|t| t.to_string()))?;
-    t.set("duration", r.duration.as_secs_f64())?;
+    t.raw_set("answered", r.answered())?;
+    t.raw_set("status", r.status.as_str())?;
+    t.raw_set("sip_code", r.sip_code)?;
+    t.raw_set("answered_by", r.answered_by.as_ref().map(|t| t.to_string()))?;
+    t.raw_set("duration", r.duration.as_secs_f64())?;
     Ok(t)
 }
 
@@ -497,7 +478,8 @@ mod tests {
                 "return 'dial', {'1001', caller_id = {nmae = 'x'}}",
                 "not \"nmae\"",
             ),
-            ("return 'dial', {{1001}}", "group members must be strings"),
+            ("return 'dial', {{true}}", "targets are strings"),
+            ("return 'dial', {1001.5}", "targets are strings"),
             ("return 'reject', 200", "400 to 699, got 200"),
             ("return 'reject', 486, {}", "reason must be a string"),
             ("return 'redirect', 'bob'", "not a sip:, sips: or tel: URI"),
@@ -515,6 +497,14 @@ mod tests {
             Ok(Op::Reject(486, Some("Busy Here".into())))
         );
         assert_eq!(op(&lua, "return 'reject', 404"), Ok(Op::Reject(404, None)));
+        assert_eq!(
+            op(&lua, "return 'reject', 404.0"),
+            Ok(Op::Reject(404, None))
+        );
+        assert_eq!(
+            op(&lua, "return 'dial', {1001}"),
+            op(&lua, "return 'dial', {'1001'}")
+        );
         assert_eq!(
             op(&lua, "return 'redirect', 'sip:1001@pbx.example.com'"),
             Ok(Op::Redirect("sip:1001@pbx.example.com".into()))

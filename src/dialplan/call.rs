@@ -123,6 +123,18 @@ pub enum DialStatus {
 }
 
 impl DialStatus {
+    /// What a dialed target's final failure response says about it: the B2BUA's reading
+    /// of a branch's 3xx–6xx, and the test simulator's.
+    pub fn of_final_response(code: u16) -> DialStatus {
+        match code {
+            486 | 600 => DialStatus::Busy,
+            408 | 480 | 487 => DialStatus::NoAnswer,
+            404 | 604 => DialStatus::NotFound,
+            503 => DialStatus::Unavailable,
+            _ => DialStatus::Failed,
+        }
+    }
+
     /// The name scripts see in `result.status`.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -91,14 +91,14 @@ impl KvStore for MemoryKv {
 const MAX_NAME: usize = 128;
 const MAX_VALUE: usize = 2048;
 
-/// Installs the global `kv` table.
-pub(crate) fn install(lua: &Lua, globals: &Table) -> mlua::Result<()> {
+/// The `kv` library table.
+pub(crate) fn library(lua: &Lua) -> mlua::Result<Table> {
     let kv = lua.create_table()?;
     kv.set("get", lua.create_function(get)?)?;
     kv.set("set", lua.create_function(set)?)?;
     kv.set("delete", lua.create_function(delete)?)?;
     kv.set("list", lua.create_function(list)?)?;
-    globals.set("kv", kv)
+    Ok(kv)
 }
 
 fn get(lua: &Lua, (ns, key): (Value, Value)) -> mlua::Result<Option<String>> {

@@ -1,26 +1,41 @@
 //! Loading a dialplan folder: every `*.lua` file is compiled to bytecode once, then the
-//! entry point is run once in a throwaway sandbox to prove it defines `route(call)`.
-//! Calls load the bytecode into their own state; they never parse source.
+//! entry point is run once to prove it defines `route(call)`. Calls run the bytecode in
+//! warm states kept per version (see `sandbox.rs`); they never parse source.
 
-use super::sandbox::{self, PRELUDE, PRELUDE_NAME};
+use super::sandbox::{PRELUDE, PRELUDE_NAME, WRAP_PREFIX, WRAP_SUFFIX, Warm};
 use super::{DialplanError, MemoryKv, Services, SystemClock};
 use mlua::{Function, Lua, StdLib, Value};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 /// The file every dialplan starts from; it must define a global `route(call)`.
 pub const ENTRY_FILE: &str = "default.lua";
 const ENTRY_MODULE: &str = "default";
 
+/// Idle warm states kept per version; more concurrent calls than this build states
+/// that are dropped when their call ends.
+const MAX_IDLE_STATES: usize = 256;
+
 /// One loaded version of the dialplan folder. Calls hold an `Arc` to the version they
 /// started with, so a reload never changes the code under a running call.
-#[derive(Debug)]
 pub struct Dialplan {
     code: Arc<Code>,
     fingerprint: Fingerprint,
     loaded_at: SystemTime,
+    /// Warm states of this version between calls.
+    idle: Mutex<Vec<Warm>>,
+}
+
+impl std::fmt::Debug for Dialplan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dialplan")
+            .field("dir", &self.code.dir)
+            .field("files", &self.code.files)
+            .field("loaded_at", &self.loaded_at)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The compiled scripts.
@@ -28,8 +43,8 @@ pub struct Dialplan {
 pub(crate) struct Code {
     pub dir: PathBuf,
     pub prelude: Vec<u8>,
-    /// Bytecode by module name (the file name without `.lua`), debug info kept so
-    /// errors name file and line.
+    /// Bytecode by module name (the file name without `.lua`), each compiled wrapped
+    /// (see `sandbox::WRAP_PREFIX`), debug info kept so errors name file and line.
     modules: BTreeMap<String, Vec<u8>>,
     /// The file names, for recognising `file.lua:12:` in error messages.
     files: Vec<String>,
@@ -38,10 +53,6 @@ pub(crate) struct Code {
 impl Code {
     pub fn module(&self, name: &str) -> Option<&[u8]> {
         self.modules.get(name).map(Vec::as_slice)
-    }
-
-    pub fn entry(&self) -> &[u8] {
-        self.module(ENTRY_MODULE).unwrap_or_default()
     }
 
     pub fn error(&self, err: &mlua::Error) -> DialplanError {
@@ -107,7 +118,13 @@ impl Dialplan {
             })?;
             let source = std::fs::read(&path)
                 .map_err(|e| DialplanError::in_file(&path, format!("cannot read: {e}")))?;
-            let chunk = compile(&compiler, &source, &format!("@{file}"))
+            let chunk_name = format!("@{file}");
+            // The file as written, for syntax errors that read as the author expects;
+            // then wrapped, for running.
+            compile(&compiler, &source, &chunk_name)
+                .map_err(|e| DialplanError::from_lua(&e, dir, &[file]))?;
+            let wrapped = [WRAP_PREFIX.as_bytes(), &source, WRAP_SUFFIX.as_bytes()].concat();
+            let chunk = compile(&compiler, &wrapped, &chunk_name)
                 .map_err(|e| DialplanError::from_lua(&e, dir, &[file]))?;
             modules.insert(name.to_owned(), chunk);
             files.push(file.to_owned());
@@ -130,25 +147,30 @@ impl Dialplan {
             code,
             fingerprint,
             loaded_at: SystemTime::now(),
+            idle: Mutex::new(Vec::new()),
         };
-        // A dry run with a scratch store, so checking has no side effects.
+        // A dry run with a scratch store, so checking has no side effects; its state
+        // then serves the first call.
         let scratch =
             Services::new(Arc::new(MemoryKv::default())).with_clock(Arc::new(SystemClock));
-        plan.instantiate(&scratch)?;
+        let instance = plan.instantiate(&scratch)?;
+        plan.release(instance);
         Ok(plan)
     }
 
-    /// A fresh state for one call with the entry point run: its `route` function and
-    /// the function that makes the `call` object.
+    /// A warm state with a new environment for one call and the dialplan's top level
+    /// run in it, ready to run `route`.
     pub(crate) fn instantiate(&self, services: &Services) -> Result<Instance, DialplanError> {
         let err = |e: mlua::Error| self.code.error(&e);
-        let (lua, make_call) = sandbox::new_state(&self.code, services).map_err(err)?;
-        sandbox::load_chunk(&lua, self.code.entry())
-            .and_then(|main| main.call::<()>(ENTRY_MODULE))
-            .map_err(err)?;
-        let route = match lua.globals().get::<Value>("route").map_err(err)? {
-            Value::Function(f) => f,
-            other => {
+        let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let warm = match idle {
+            Some(warm) => warm,
+            None => Warm::new(&self.code).map_err(err)?,
+        };
+        let route = match warm.begin(services) {
+            Ok(Value::Function(route)) => route,
+            Ok(other) => {
+                warm.finish();
                 return Err(DialplanError::in_file(
                     self.code.dir.join(ENTRY_FILE),
                     format!(
@@ -157,16 +179,25 @@ impl Dialplan {
                     ),
                 ));
             }
+            Err(e) => {
+                warm.finish();
+                return Err(err(e));
+            }
         };
-        let make_call = match make_call {
-            Value::Function(f) => f,
-            _ => return Err(DialplanError::in_file(&self.code.dir, "internal prelude")),
-        };
-        Ok(Instance {
-            lua,
-            route,
-            make_call,
-        })
+        Ok(Instance { warm, route })
+    }
+
+    /// Ends a call's use of its state, keeping the state for another call if it is
+    /// still fit; returns what the script logged.
+    pub(crate) fn release(&self, instance: Instance) -> Vec<super::LogLine> {
+        let (logs, fit) = instance.warm.finish();
+        if fit {
+            let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+            if idle.len() < MAX_IDLE_STATES {
+                idle.push(instance.warm);
+            }
+        }
+        logs
     }
 
     pub(crate) fn code(&self) -> &Arc<Code> {
@@ -194,9 +225,8 @@ impl Dialplan {
 
 /// One call's Lua state, ready to run `route`.
 pub(crate) struct Instance {
-    pub lua: Lua,
+    pub warm: Warm,
     pub route: Function,
-    pub make_call: Function,
 }
 
 /// Source to bytecode, debug info kept for file:line in errors and tracebacks.

@@ -231,6 +231,58 @@ mod tests {
         assert!(!Arc::ptr_eq(&first, &handle.current()));
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_reload_endpoint_reports_success_and_file_line_errors() {
+        use crate::admin::client::{AdminClient, ClientError};
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("default.lua"), "function route(call) end").unwrap();
+        let handle = handle_in(dir.path());
+        let (stop, stopped) = watch::channel(false);
+        let server = crate::admin::serve(
+            "127.0.0.1:0".parse().unwrap(),
+            admin_routes(handle.clone()),
+            async move {
+                let mut stopped = stopped;
+                let _ = stopped.wait_for(|s| *s).await;
+            },
+        )
+        .await
+        .unwrap();
+        let client = AdminClient::new(server.local_addr);
+        let post = |client: AdminClient| {
+            tokio::task::spawn_blocking(move || (client.post("/api/reload"), client))
+        };
+
+        let (answer, client) = post(client).await.unwrap();
+        assert_eq!(answer.unwrap()["dialplan"]["version"], 2);
+
+        fs::write(
+            dir.path().join("default.lua"),
+            "function route(call)\n  call:dial(\nend",
+        )
+        .unwrap();
+        let (answer, client) = post(client).await.unwrap();
+        match answer {
+            Err(ClientError::Status {
+                status: 422,
+                message,
+            }) => {
+                let at = format!("{}:3:", dir.path().join("default.lua").display());
+                assert!(message.contains("the running version stays"), "{message}");
+                assert!(message.contains(&at), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
+        let shown = tokio::task::spawn_blocking(move || client.get("/api/dialplan"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(shown["version"], 2);
+        assert_eq!(shown["files"], serde_json::json!(["default.lua"]));
+        stop.send(true).unwrap();
+        server.finished().await.unwrap();
+    }
+
     #[tokio::test(start_paused = true)]
     async fn the_watcher_reloads_changed_files() {
         let dir = tempfile::tempdir().unwrap();

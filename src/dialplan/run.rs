@@ -8,8 +8,9 @@
 
 use super::api::{self, Op};
 use super::call::{CallControl, CallError, DialResult, DialStatus};
-use super::load::Dialplan;
-use super::{DialplanError, RouteOutcome, Services};
+use super::load::{Dialplan, Instance};
+use super::sandbox::unlimited;
+use super::{DialplanError, LogLine, RouteOutcome, Services};
 use mlua::thread::ThreadStatus;
 use mlua::{IntoLuaMulti, Lua, MultiValue, Table};
 use tracing::Instrument;
@@ -52,30 +53,56 @@ impl Dialplan {
         };
         let instance = match self.instantiate(services) {
             Ok(instance) => instance,
-            Err(error) => {
-                return run.fail(call, error, None).await;
-            }
+            Err(error) => return run.fail(call, error, Vec::new()).await,
         };
-        let lua = &instance.lua;
-        let started = api::call_table(lua, call.info())
-            .and_then(|t| instance.make_call.call::<Table>(t))
-            .and_then(|t| Ok((lua.create_thread(instance.route.clone())?, t)));
-        let (thread, call_object) = match started {
-            Ok(started) => started,
-            Err(e) => return run.fail(call, self.code().error(&e), Some(lua)).await,
-        };
-        let mut resume_with = MultiValue::from_vec(vec![mlua::Value::Table(call_object.clone())]);
-        loop {
-            let yielded = match thread.resume::<MultiValue>(resume_with) {
-                Ok(values) => values,
-                Err(e) => {
-                    let mut outcome = run.fail(call, self.code().error(&e), Some(lua)).await;
-                    outcome.vars = api::read_vars(&call_object);
-                    return outcome;
+        let mut call_object = None;
+        let result = self
+            .script(&mut run, call, &instance, &mut call_object)
+            .await;
+        let vars = call_object
+            .as_ref()
+            .map(|t| unlimited(&instance.warm.lua, || Ok(api::read_vars(t))).unwrap_or_default())
+            .unwrap_or_default();
+        match result {
+            Ok(()) => {
+                let logs = self.release(instance);
+                run.finish(call).await;
+                RouteOutcome {
+                    vars,
+                    logs,
+                    error: None,
                 }
-            };
+            }
+            Err(error) => {
+                // A state that saw an error is not reused.
+                let (logs, _) = instance.warm.finish();
+                RouteOutcome {
+                    vars,
+                    ..run.fail(call, error, logs).await
+                }
+            }
+        }
+    }
+
+    /// Runs `route(call)` to its end, performing its operations; `call_object` is the
+    /// script's `call` once it exists, for its vars.
+    async fn script<C: CallControl>(
+        &self,
+        run: &mut Run,
+        call: &mut C,
+        instance: &Instance,
+        call_object: &mut Option<Table>,
+    ) -> Result<(), DialplanError> {
+        let lua = &instance.warm.lua;
+        let err = |e: mlua::Error| self.code().error(&e);
+        let object = instance.warm.bind(call.info()).map_err(err)?;
+        *call_object = Some(object.clone());
+        let thread = lua.create_thread(instance.route.clone()).map_err(err)?;
+        let mut resume_with = MultiValue::from_vec(vec![mlua::Value::Table(object)]);
+        loop {
+            let yielded = thread.resume::<MultiValue>(resume_with).map_err(err)?;
             if thread.status() != ThreadStatus::Resumable {
-                break;
+                return Ok(());
             }
             let step = match api::parse_op(yielded) {
                 Ok(op) => run.perform(call, lua, op).await,
@@ -85,15 +112,9 @@ impl Dialplan {
                 Step::Resume(values) => resume_with = values,
                 Step::Stop => {
                     tracing::debug!("the call is over; the script stops here");
-                    break;
+                    return Ok(());
                 }
             }
-        }
-        run.finish(call).await;
-        RouteOutcome {
-            vars: api::read_vars(&call_object),
-            logs: take_logs(lua),
-            error: None,
         }
     }
 }
@@ -118,7 +139,7 @@ impl Run {
                 if matches!(result.status, DialStatus::Answered | DialStatus::Cancelled) {
                     self.phase = Phase::Over;
                 }
-                let table = api::dial_result_table(lua, &result);
+                let table = unlimited(lua, || api::dial_result_table(lua, &result));
                 self.last_dial = Some(result);
                 match table {
                     Ok(t) => Step::Resume(success(lua, t)),
@@ -188,7 +209,7 @@ impl Run {
         &mut self,
         call: &mut C,
         error: DialplanError,
-        lua: Option<&Lua>,
+        logs: Vec<LogLine>,
     ) -> RouteOutcome {
         tracing::error!(
             traceback = error.traceback.as_deref().unwrap_or(""),
@@ -205,7 +226,7 @@ impl Run {
         }
         RouteOutcome {
             vars: Default::default(),
-            logs: lua.map(take_logs).unwrap_or_default(),
+            logs,
             error: Some(error),
         }
     }
@@ -220,8 +241,4 @@ fn success(lua: &Lua, value: impl IntoLuaMulti) -> MultiValue {
 /// `false, message`: the prelude raises the message at the script's line.
 fn refusal(lua: &Lua, message: String) -> MultiValue {
     (false, message).into_lua_multi(lua).unwrap_or_default()
-}
-
-fn take_logs(lua: &Lua) -> Vec<super::LogLine> {
-    super::sandbox::with_scope(lua, |s| Ok(std::mem::take(&mut s.logs))).unwrap_or_default()
 }

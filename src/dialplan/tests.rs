@@ -459,15 +459,36 @@ async fn the_call_facts_are_visible() {
 }
 
 #[tokio::test]
-async fn each_call_starts_from_a_fresh_state() {
+async fn nothing_a_call_changes_reaches_the_next() {
+    // Calls reuse warm states: each one checks for what the one before it left behind,
+    // then leaves all of it behind again.
     let dir = plan_dir(
-        "count = 0\nfunction route(call)\n  count = count + 1\n  string.upper = nil\n  call.vars.count = count\nend",
+        r#"count = (count or 0) + 1
+           local office = require "office"
+           function route(call)
+             local leaks = {}
+             local function check(name, ok) if not ok then leaks[#leaks + 1] = name end end
+             check("global", leaked == nil and count == 1 and _G.count == 1)
+             check("module", office.open == true)
+             check("string", string.upper ~= nil and ("x"):upper() == "X" and ("x").shout == nil)
+             check("math", math.pi > 3.14 and math.pi < 3.15)
+             check("table", table.insert ~= nil and os.time ~= nil and kv.get ~= nil and log.info ~= nil)
+             check("metatable", getmetatable("") == false)
+             call.vars.leaks = table.concat(leaks, " ")
+             leaked, office.open = true, false
+             string.upper, table.insert, os.time, kv.get, log.info = nil, nil, nil, nil, nil
+             math.pi = 3
+             string.shout = function(s) return s .. "!" end
+             call.vars.shout = ("hi"):shout()
+           end"#,
     );
+    std::fs::write(dir.path().join("office.lua"), "return { open = true }").unwrap();
     let plan = Dialplan::load(dir.path()).unwrap();
-    for _ in 0..2 {
+    for _ in 0..3 {
         let outcome = plan.run(&mut Recorder::new(), &services()).await;
         assert_eq!(outcome.error, None);
-        assert_eq!(var(&outcome, "count"), Some(&VarValue::Int(1)));
+        assert_eq!(var(&outcome, "leaks"), text("").as_ref());
+        assert_eq!(var(&outcome, "shout"), text("hi!").as_ref());
     }
 }
 

@@ -225,14 +225,14 @@ fn expect_list(key: &str, value: &Value) -> Result<Vec<Value>, String> {
     }
 }
 
-/// Installs the global `time` table.
-pub(crate) fn install(lua: &Lua, globals: &Table) -> mlua::Result<()> {
+/// The `time` library table.
+pub(crate) fn library(lua: &Lua) -> mlua::Result<Table> {
     let time = lua.create_table()?;
     time.set("now", lua.create_function(now)?)?;
     time.set("weekday", lua.create_function(weekday)?)?;
     time.set("is_between", lua.create_function(is_between)?)?;
     time.set("is_open", lua.create_function(is_open)?)?;
-    globals.set("time", time)
+    Ok(time)
 }
 
 /// The clock's time in `zone` (an IANA name), or in the dialplan's zone.

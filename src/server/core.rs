@@ -31,6 +31,9 @@ pub enum ShardQuery {
     Calls(oneshot::Sender<Vec<CallSummary>>),
 }
 
+/// Messages handled per wake-up before the shard looks at its other inputs.
+const INBOUND_BATCH: usize = 64;
+
 /// How often a shard purges expired bindings and sends due keep-alive pings.
 const HOUSEKEEPING: Duration = Duration::from_secs(5);
 
@@ -80,7 +83,14 @@ impl Shard {
                 .map(Instant::from_std);
             tokio::select! {
                 msg = inputs.inbound.recv() => match msg {
-                    Some(m) => self.on_inbound(m),
+                    Some(m) => {
+                        self.on_inbound(m);
+                        // Take what else queued meanwhile in the same wake-up.
+                        for _ in 1..INBOUND_BATCH {
+                            let Ok(m) = inputs.inbound.try_recv() else { break };
+                            self.on_inbound(m);
+                        }
+                    }
                     None => break,
                 },
                 Some(cmd) = inputs.commands.recv() => self.b2bua.on_command(&mut self.transactions, cmd),

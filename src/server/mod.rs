@@ -54,7 +54,14 @@ pub async fn run(
     let registrar = Arc::new(Registrar::new(
         SystemTime::now(),
         &config,
-        RegistrarSettings::default(),
+        RegistrarSettings {
+            default_expires: config.registrar.default_expires,
+            min_expires: config.registrar.min_expires,
+            max_expires: config.registrar.max_expires,
+            qualify_interval_secs: config.registrar.qualify_interval_secs,
+            nonce_lifetime_secs: config.registrar.nonce_lifetime_secs,
+            ..RegistrarSettings::default()
+        },
         store.clone(),
     )?);
     let dialplan = if config.dialplan.dir.is_dir() {

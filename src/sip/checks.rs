@@ -199,16 +199,7 @@ mod tests {
     use bytes::Bytes;
 
     fn caps() -> Capabilities {
-        Capabilities {
-            allow: vec![
-                Method::Invite,
-                Method::Ack,
-                Method::Cancel,
-                Method::Bye,
-                Method::Options,
-            ],
-            supported: vec!["replaces"],
-        }
+        Capabilities::pbx()
     }
 
     fn req(extra: &str, method: &str) -> Request {
@@ -240,7 +231,7 @@ mod tests {
             r.headers,
             vec![(
                 Known::Allow,
-                "INVITE, ACK, CANCEL, BYE, OPTIONS".to_string()
+                "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, UPDATE, INFO".to_string()
             )]
         );
         assert_eq!(
@@ -254,9 +245,9 @@ mod tests {
     #[test]
     fn require_lists_unsupported_tags() {
         let r =
-            check_request(&req("Require: replaces, foo, bar\r\n", "OPTIONS"), &caps()).unwrap_err();
+            check_request(&req("Require: timer, foo, bar\r\n", "OPTIONS"), &caps()).unwrap_err();
         assert_eq!((r.status, r.headers[0].1.as_str()), (420, "foo, bar"));
-        assert!(check_request(&req("Require: Replaces\r\n", "OPTIONS"), &caps()).is_ok());
+        assert!(check_request(&req("Require: Timer\r\n", "OPTIONS"), &caps()).is_ok());
     }
 
     #[test]

@@ -170,26 +170,39 @@ impl<'a> Iterator for SplitUnquoted<'a> {
             return None;
         }
         let bytes = self.text.as_bytes();
-        let (mut quoted, mut angle) = (false, false);
         let mut i = self.pos;
-        while i < bytes.len() {
+        // Jump between the only bytes that matter: the delimiter and the openers of
+        // quoted strings and `<...>`; inside those, jump to their closers.
+        while let Some(off) = memchr::memchr3(self.delim, b'"', b'<', &bytes[i..]) {
+            i += off;
             match bytes[i] {
-                b'\\' if quoted => i += 1,
-                b'"' => quoted = !quoted,
-                b'<' if !quoted => angle = true,
-                b'>' if !quoted => angle = false,
-                b if b == self.delim && !quoted && !angle => {
+                b'"' => i = closing_quote(bytes, i + 1),
+                b'<' => i = memchr::memchr(b'>', &bytes[i..]).map_or(bytes.len(), |o| i + o),
+                _ => {
                     let piece = &self.text[self.pos..i];
                     self.pos = i + 1;
                     return Some(piece);
                 }
-                _ => {}
             }
-            i += 1;
+            i = (i + 1).min(bytes.len());
         }
         self.done = true;
         Some(&self.text[self.pos.min(self.text.len())..])
     }
+}
+
+/// The index of the `"` closing a quoted string whose contents start at `from`
+/// (quoted-pairs skipped), or the end of the text when it is unterminated.
+fn closing_quote(bytes: &[u8], from: usize) -> usize {
+    let mut i = from;
+    while let Some(off) = memchr::memchr2(b'"', b'\\', &bytes[i.min(bytes.len())..]) {
+        i += off;
+        if bytes[i] == b'"' {
+            return i;
+        }
+        i += 2;
+    }
+    bytes.len()
 }
 
 pub fn is_lws(c: char) -> bool {

@@ -97,7 +97,8 @@ struct Stream {
 
 /// Every listening socket and open connection; the core sends through it.
 pub struct Hub {
-    udp: Vec<Arc<UdpSocket>>,
+    /// UDP sockets with whether each is IPv6 (looked up per send, so kept, not asked).
+    udp: Vec<(Arc<UdpSocket>, bool)>,
     /// Every listener's bound address, for Via sent-by and Contact.
     listening: Vec<(TransportKind, SocketAddr)>,
     streams: Mutex<StreamTable>,
@@ -127,7 +128,7 @@ impl Hub {
             let bound = match l.transport {
                 Transport::Udp => udp::bind(l.addr).map(|s| {
                     let s = Arc::new(s);
-                    udp.push(s.clone());
+                    udp.push((s.clone(), l.addr.is_ipv6()));
                     Listener::Udp(s)
                 }),
                 Transport::Tcp => tcp::bind(l.addr).map(Listener::Tcp),
@@ -242,11 +243,12 @@ impl Hub {
 
     /// The UDP socket to send from: the first listener of the destination's family.
     fn udp_socket_for(&self, ip: IpAddr) -> Option<&Arc<UdpSocket>> {
-        let v6 = ip.is_ipv6() && ip.to_canonical().is_ipv6();
+        let v6 = ip.to_canonical().is_ipv6();
         self.udp
             .iter()
-            .find(|s| s.local_addr().is_ok_and(|a| a.is_ipv6() == v6))
+            .find(|(_, is_v6)| *is_v6 == v6)
             .or_else(|| self.udp.first())
+            .map(|(s, _)| s)
     }
 
     fn register_stream(

@@ -97,31 +97,8 @@ impl Server {
                 .display(),
         );
         std::fs::write(&config, text).expect("write config");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
-            .args(["run", "--config"])
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start switchboard");
-        let stderr = child.stderr.take().expect("stderr");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut ready_sent = false;
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if std::env::var_os("SB_TEST_LOG").is_some() {
-                    eprintln!("[switchboard] {line}");
-                }
-                if !ready_sent && line.contains("admin API listening") {
-                    ready_sent = true;
-                    let _ = tx.send(());
-                }
-            }
-        });
-        rx.recv_timeout(Duration::from_secs(30))
-            .expect("switchboard did not start");
         Server {
-            child,
+            child: spawn_ready(&config),
             sip,
             admin: SocketAddr::from(([127, 0, 0, 1], admin_port)),
             dir,
@@ -129,10 +106,51 @@ impl Server {
         }
     }
 
+    /// Stops the server with SIGTERM and starts it again on the same config and data.
+    pub fn restart(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let status = self.child.wait().expect("wait");
+        assert!(
+            status.success(),
+            "switchboard did not stop cleanly: {status}"
+        );
+        self.child = spawn_ready(&self.config);
+    }
+
     /// True while the process runs.
     pub fn alive(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
     }
+}
+
+/// Starts `switchboard run` on `config` and waits until its admin API listens.
+fn spawn_ready(config: &std::path::Path) -> Child {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args(["run", "--config"])
+        .arg(config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start switchboard");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut ready_sent = false;
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if std::env::var_os("SB_TEST_LOG").is_some() {
+                eprintln!("[switchboard] {line}");
+            }
+            if !ready_sent && line.contains("admin API listening") {
+                ready_sent = true;
+                let _ = tx.send(());
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(30))
+        .expect("switchboard did not start");
+    child
 }
 
 impl Drop for Server {
@@ -347,4 +365,19 @@ pub fn admin_json(server: &Server, command: &str) -> serde_json::Value {
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).expect("JSON")
+}
+
+/// The torture messages and what the server must do with each
+/// (tests/fixtures/torture-expect.tsv): full path and expectation.
+pub fn expectations() -> Vec<(String, String)> {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
+    std::fs::read_to_string(format!("{dir}/torture-expect.tsv"))
+        .expect("table")
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.starts_with("file\t") && !l.is_empty())
+        .map(|l| {
+            let (f, e) = l.split_once('\t').expect("two columns");
+            (format!("{dir}/conformance/{f}"), e.to_string())
+        })
+        .collect()
 }

@@ -108,7 +108,7 @@ impl<'c> SimCall<'c> {
             Behaviour::Busy => failed(DialStatus::Busy, Some(486)),
             Behaviour::Unregistered => failed(DialStatus::Unavailable, Some(480)),
             Behaviour::NotFound => failed(DialStatus::NotFound, Some(404)),
-            Behaviour::Reject(code) => failed(status_of(code), Some(code)),
+            Behaviour::Reject(code) => failed(DialStatus::of_final_response(code), Some(code)),
         }
     }
 
@@ -207,17 +207,6 @@ fn result(
         sip_code,
         answered_by,
         duration,
-    }
-}
-
-/// How the B2BUA reads a target's final response (`b2bua::dial::status_of`).
-fn status_of(code: u16) -> DialStatus {
-    match code {
-        486 | 600 => DialStatus::Busy,
-        408 | 480 | 487 => DialStatus::NoAnswer,
-        404 | 604 => DialStatus::NotFound,
-        503 => DialStatus::Unavailable,
-        _ => DialStatus::Failed,
     }
 }
 
