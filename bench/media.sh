@@ -22,7 +22,7 @@ if [[ ${1:-} == --help-load ]]; then
     (cd "$ROOT" && cargo run --release --quiet --example rtp_load -- run --help)
     exit 0
 fi
-[[ ${1:-} == -h || ${1:-} == --help ]] && { sed -n '2,18p' "$0"; exit 0; }
+[[ ${1:-} == -h || ${1:-} == --help ]] && { sed -n '2,17p' "$0"; exit 0; }
 WAIT_QUIET=0
 if [[ ${1:-} == --wait-quiet ]]; then
     WAIT_QUIET=$2

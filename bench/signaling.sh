@@ -18,7 +18,7 @@
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
-RATES="200 400 800 1200 1600 2000 2400 3000 3600"
+RATES="400 800 1200 1600 2000 2400 3000 3600 4200 4800"
 CALLS=5000
 REPEATS=3
 HOLD_MS=500
@@ -32,7 +32,7 @@ while (($#)); do
     --hold-ms) HOLD_MS=$2; shift 2 ;;
     --targets) TARGETS=$2; shift 2 ;;
     --wait-quiet) WAIT_QUIET=$2; shift 2 ;;
-    -h | --help) sed -n '2,18p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,17p' "$0"; exit 0 ;;
     *) die "unknown argument $1 (see --help)" ;;
     esac
 done
@@ -86,7 +86,7 @@ if [[ $TARGETS == *kamailio* ]]; then
     mkdir -p "$WORK/kam"
     kamailio -f "$ROOT/bench/kamailio.cfg" -DD -E -l "udp:127.0.0.1:$KAM_PORT" \
         -A "UAS=\"sip:127.0.0.1:$UAS_PORT\"" -Y "$WORK/kam" -P "$WORK/kam/kamailio.pid" \
-        -w "$WORK/kam" -m 512 -M 16 >"$WORK/kam/kamailio.log" 2>&1 &
+        -w "$WORK/kam" -m 512 -M 16 -n "${KAMAILIO_CHILDREN:-2}" >"$WORK/kam/kamailio.log" 2>&1 &
     PIDS+=("$!")
     for _ in $(seq 1 50); do
         [[ -n $(ss -Hlnu "sport = :$KAM_PORT") && -s $WORK/kam/kamailio.pid ]] && break

@@ -578,8 +578,16 @@ impl Agent {
     }
 
     fn on_invite(&mut self, req: Request, call_id: String) {
-        // A re-INVITE (a session refresh, a hold) is answered with the same media.
         if let Some(leg) = self.callees.get(&call_id) {
+            // The INVITE again, without our To tag: our 200 was late or lost. It gets
+            // the same 200 (a new tag would be a second dialog, which switchboard ends).
+            let retransmitted = req.to().is_ok_and(|to| to.tag().is_none());
+            if retransmitted {
+                let ok = leg.ok.clone();
+                self.send(&ok);
+                return;
+            }
+            // A re-INVITE (a session refresh, a hold) is answered with the same media.
             if !leg.ended {
                 let sdp = sdp_offer(self.media.ip, self.media.callee_port);
                 self.reply(&req, 200, Some(sdp));
