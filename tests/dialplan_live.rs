@@ -48,7 +48,7 @@ fn a_runaway_script_rejects_its_call_with_500_while_other_calls_go_through() {
     let dir = tempfile::tempdir().expect("tempdir");
     plan_with_runaway(dir.path());
     let server = Server::start_with_dialplans(SIPP_EXTENSIONS, dir.path());
-    let mut uas = start_callee(&server);
+    let _callee = start_callee(&server);
 
     let looping = std::thread::scope(|s| {
         let looping = s.spawn(|| call_uac(&server, "1999", 1, 1, 0));
@@ -67,8 +67,6 @@ fn a_runaway_script_rejects_its_call_with_500_while_other_calls_go_through() {
             .any(|r| r["callee"] == "1999" && r["hangup_cause"] == "rejected with 500")
     });
     assert!(ok, "no 500 for the runaway call: {:?}", cdrs(&server));
-    let _ = uas.kill();
-    let _ = uas.wait();
 }
 
 #[test]
@@ -76,7 +74,7 @@ fn a_broken_edit_is_refused_with_file_and_line_and_the_old_plan_keeps_routing() 
     let dir = tempfile::tempdir().expect("tempdir");
     copy_dialplans(dir.path());
     let server = Server::start_with_dialplans(SIPP_EXTENSIONS, dir.path());
-    let mut uas = start_callee(&server);
+    let _callee = start_callee(&server);
 
     let default = dir.path().join("default.lua");
     let good = std::fs::read_to_string(&default).expect("read");
@@ -108,8 +106,6 @@ fn a_broken_edit_is_refused_with_file_and_line_and_the_old_plan_keeps_routing() 
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let _ = uas.kill();
-    let _ = uas.wait();
 }
 
 #[test]
@@ -117,7 +113,7 @@ fn reloads_during_a_load_run_drop_no_calls() {
     let dir = tempfile::tempdir().expect("tempdir");
     copy_dialplans(dir.path());
     let server = Server::start_with_dialplans(SIPP_EXTENSIONS, dir.path());
-    let mut uas = start_callee(&server);
+    let _callee = start_callee(&server);
     let load = std::thread::scope(|s| {
         let load = s.spawn(|| call_uac(&server, "1001", 300, 50, 200));
         for _ in 0..5 {
@@ -136,6 +132,4 @@ fn reloads_during_a_load_run_drop_no_calls() {
         "calls failed during reloads: {}",
         String::from_utf8_lossy(&load.stdout)
     );
-    let _ = uas.kill();
-    let _ = uas.wait();
 }

@@ -238,26 +238,29 @@ pub fn sipp(args: &[&str], server: &Server) -> Command {
     cmd
 }
 
+/// A SIPp UAS in the foreground, stopped when dropped (even when a test fails).
+pub struct Callee(Child);
+
+impl Drop for Callee {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// The callee: a SIPp UAS on a free port, registered as 1001 by a second SIPp.
-pub fn start_callee(server: &Server) -> Child {
+pub fn start_callee(server: &Server) -> Callee {
     let port = free_port().to_string();
     let media = free_port().to_string();
     let uas = sipp(
-        &[
-            "-sf",
-            &sipp_scenario("uas.xml"),
-            "-p",
-            &port,
-            "-mp",
-            &media,
-            "-bg",
-        ],
+        &["-sf", &sipp_scenario("uas.xml"), "-p", &port, "-mp", &media],
         server,
     )
     .stdout(Stdio::null())
     .stderr(Stdio::null())
     .spawn()
     .expect("start SIPp UAS");
+    let uas = Callee(uas);
     let reg_port = free_port().to_string();
     let reg = sipp(
         &[
