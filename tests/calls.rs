@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{SIPP_EXTENSIONS, Server, admin_json, call_uac, cdrs, start_callee};
+use common::{SIPP_EXTENSIONS, Server, admin_json, call_uac, call_uac_with, cdrs, start_callee};
 use std::process::Command;
 use std::time::Duration;
 
@@ -91,5 +91,21 @@ fn a_call_to_an_unregistered_extension_gets_480() {
         records[0]["hangup_cause"], "rejected with 480",
         "{}",
         records[0]
+    );
+}
+
+#[test]
+fn session_timers_are_granted_to_the_caller() {
+    // RFC 4028 on the caller's leg: it asks for 120 s refreshed by itself and gets
+    // exactly that in the 200, with Require: timer; the SIPp scenario fails the call
+    // when either header is missing or different.
+    let server = Server::start(SIPP_EXTENSIONS);
+    let _callee = start_callee(&server);
+    let out = call_uac_with(&server, "uac_timer.xml", "1001", 3, 3, 100);
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "session timer headers missing:\n{text}"
     );
 }

@@ -305,12 +305,24 @@ pub fn call_uac(
     rate: u32,
     hold_ms: u32,
 ) -> std::process::Output {
+    call_uac_with(server, "uac.xml", callee, calls, rate, hold_ms)
+}
+
+/// [`call_uac`] with another UAC scenario from tests/sipp.
+pub fn call_uac_with(
+    server: &Server,
+    scenario: &str,
+    callee: &str,
+    calls: u32,
+    rate: u32,
+    hold_ms: u32,
+) -> std::process::Output {
     let (port, media) = (free_port().to_string(), free_port().to_string());
     let (hold, calls, rate) = (hold_ms.to_string(), calls.to_string(), rate.to_string());
     sipp(
         &[
             "-sf",
-            &sipp_scenario("uac.xml"),
+            &sipp_scenario(scenario),
             "-p",
             &port,
             "-mp",
