@@ -131,6 +131,14 @@ impl Call {
         }
     }
 
+    /// The session timer agreed on the given leg, if any.
+    pub fn session_timer(&self, side: Side) -> Option<SessionTimer> {
+        match side {
+            Side::A => self.a.timer,
+            Side::B => self.b.as_ref().and_then(|b| b.timer),
+        }
+    }
+
     pub fn is_answered(&self) -> bool {
         self.answered_at.is_some()
     }

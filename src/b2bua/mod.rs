@@ -23,7 +23,7 @@ use crate::registrar::Registrar;
 use crate::sdp::{Codec, OriginState, Sdp};
 use crate::sip::dialog::{Body, Dialog, SentBy, TimerPolicy, new_tag};
 use crate::sip::transaction::{Peer, TransactionLayer, TransportKind, TxKey};
-use crate::sip::{Host, Known, Method, Request, Response, SipStr, SipUri, Uri, reason_phrase};
+use crate::sip::{Known, Method, Request, Response, SipStr, SipUri, Uri, reason_phrase};
 use crate::store::{Cdr, Disposition, HangupBy};
 use call::{ALeg, Call, Media, refuse};
 use control::{CallCommand, CallHandle, Op};
@@ -162,12 +162,7 @@ impl B2bua {
     }
 
     fn sent_by(&self, peer: &Peer) -> SentBy {
-        let local = self.ctx.hub.local_addr_for(peer);
-        SentBy {
-            transport: peer.transport,
-            host: Host::Ip(local.ip()),
-            port: Some(local.port()),
-        }
+        self.ctx.hub.sent_by(peer)
     }
 
     fn contact(&self, peer: &Peer) -> Uri {
@@ -696,11 +691,9 @@ impl B2bua {
         let Some(call) = self.calls.get_mut(&id) else {
             return;
         };
-        let timer = match side {
-            Side::A => call.a.timer,
-            Side::B => call.b.as_ref().and_then(|b| b.timer),
+        let Some(timer) = call.session_timer(side) else {
+            return;
         };
-        let Some(timer) = timer else { return };
         let generation = call.session_generation[side_index(side)] + 1;
         call.session_generation[side_index(side)] = generation;
         match timer.refresh_at(now) {
@@ -729,11 +722,9 @@ impl B2bua {
         if call.ended.is_some() || call.session_generation[side_index(side)] != generation {
             return;
         }
-        let timer = match side {
-            Side::A => call.a.timer,
-            Side::B => call.b.as_ref().and_then(|b| b.timer),
+        let Some(timer) = call.session_timer(side) else {
+            return;
         };
-        let Some(timer) = timer else { return };
         let Some((dialog, peer)) = call.leg_mut(side) else {
             return;
         };

@@ -9,7 +9,7 @@ use crate::registrar::{Admission, AuthVerdict, PingKey, Registrar};
 use crate::sip::checks::{Capabilities, check_request, rejection_response, stateless_tag};
 use crate::sip::dialog::new_call_id;
 use crate::sip::transaction::{Event, Output, Peer, TransactionLayer, TxKey};
-use crate::sip::{Known, Message, Method, Request, Response, Uri, reason_phrase};
+use crate::sip::{Known, Message, Method, Request, Response, SipUri, Uri, reason_phrase};
 use crate::transport::{Hub, Inbound};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -263,24 +263,16 @@ impl Shard {
     /// A qualify OPTIONS (outside any dialog) for a registered contact.
     fn ping_request(&self, uri: &Uri, peer: &Peer) -> Request {
         let mut req = Request::new(Method::Options, uri.clone());
-        let transport = format!("{:?}", peer.transport).to_ascii_uppercase();
-        req.headers.push(
-            Known::Via,
-            format!(
-                "SIP/2.0/{transport} {};rport;branch={}",
-                self.ctx.hub.local_sent_by(peer),
-                crate::sip::transaction::new_branch()
-            ),
-        );
+        let sent_by = self.ctx.hub.sent_by(peer);
+        req.headers.push(Known::Via, sent_by.via());
         req.headers.push(Known::MaxForwards, "70");
-        req.headers.push(
-            Known::From,
-            format!(
-                "<sip:switchboard@{}>;tag={}",
-                self.ctx.hub.local_sent_by(peer),
-                crate::sip::dialog::new_tag()
-            ),
-        );
+        let mut from = crate::sip::NameAddr::new(Uri::Sip(SipUri::new(
+            Some("switchboard"),
+            sent_by.host,
+            sent_by.port,
+        )));
+        from.set_tag(&crate::sip::dialog::new_tag());
+        req.headers.push(Known::From, from.to_string());
         req.headers.push(Known::To, format!("<{uri}>"));
         req.headers
             .push(Known::CallId, new_call_id(&format!("sb{}-", self.index)));

@@ -17,7 +17,9 @@ mod udp;
 
 use crate::admin::Stats;
 use crate::config::{Listen, Transport};
+use crate::sip::Host;
 use crate::sip::checks::error_response;
+use crate::sip::dialog::SentBy;
 use crate::sip::transaction::{Peer, TransportKind};
 use crate::sip::{Known, Message, ParseError, Request, SipStr, Via};
 use bytes::Bytes;
@@ -236,9 +238,14 @@ impl Hub {
         SocketAddr::new(ip, port)
     }
 
-    /// `host:port` for a Via sent-by or Contact towards `peer`.
-    pub fn local_sent_by(&self, peer: &Peer) -> String {
-        self.local_addr_for(peer).to_string()
+    /// Our Via sent-by (and Contact host) for requests to `peer`.
+    pub fn sent_by(&self, peer: &Peer) -> SentBy {
+        let local = self.local_addr_for(peer);
+        SentBy {
+            transport: peer.transport,
+            host: Host::Ip(local.ip()),
+            port: Some(local.port()),
+        }
     }
 
     /// The UDP socket to send from: the first listener of the destination's family.
