@@ -7,6 +7,7 @@ use std::io::{BufRead, BufReader};
 use std::net::{IpAddr, SocketAddr, TcpListener, UdpSocket};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 pub struct Server {
@@ -15,17 +16,34 @@ pub struct Server {
     pub admin: SocketAddr,
     pub dir: tempfile::TempDir,
     pub config: PathBuf,
+    /// The last lines the server logged, printed when a test fails.
+    log_tail: LogTail,
 }
 
-/// A port free on both UDP and TCP at the time of asking.
+type LogTail = std::sync::Arc<std::sync::Mutex<std::collections::VecDeque<String>>>;
+const LOG_TAIL_LINES: usize = 300;
+
+/// A port free on UDP and TCP, never handed out twice by this process, with the three
+/// ports above it free on UDP too (SIPp binds `-mp` and `-mp`+2 for media).
+///
+/// Ports come from 10000-19999: below the servers' RTP range (20000-29999) and the
+/// kernel's ephemeral range, so no socket bound to port 0 (a SIPp's, a server's, another
+/// test's) can take one between this check and its use. Tests in one binary run as
+/// threads of one process and share the counter; the start depends on the pid so that
+/// runners with a process per test rarely meet either.
 pub fn free_port() -> u16 {
-    loop {
-        let tcp = TcpListener::bind("127.0.0.1:0").expect("bind tcp");
-        let port = tcp.local_addr().expect("addr").port();
-        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+    static NEXT_BLOCK: AtomicU32 = AtomicU32::new(0);
+    const BLOCKS: u32 = 2500;
+    let first = std::process::id() % BLOCKS;
+    for _ in 0..BLOCKS {
+        let block = (first + NEXT_BLOCK.fetch_add(1, Ordering::Relaxed)) % BLOCKS;
+        let port = u16::try_from(10000 + block * 4).expect("below 20000");
+        let udp_free = (port..port + 4).all(|p| UdpSocket::bind(("127.0.0.1", p)).is_ok());
+        if udp_free && TcpListener::bind(("127.0.0.1", port)).is_ok() {
             return port;
         }
     }
+    panic!("no free port block left in 10000-19999");
 }
 
 impl Server {
@@ -97,8 +115,10 @@ impl Server {
                 .display(),
         );
         std::fs::write(&config, text).expect("write config");
+        let (child, log_tail) = spawn_ready(&config);
         Server {
-            child: spawn_ready(&config),
+            child,
+            log_tail,
             sip,
             admin: SocketAddr::from(([127, 0, 0, 1], admin_port)),
             dir,
@@ -116,7 +136,7 @@ impl Server {
             status.success(),
             "switchboard did not stop cleanly: {status}"
         );
-        self.child = spawn_ready(&self.config);
+        (self.child, self.log_tail) = spawn_ready(&self.config);
     }
 
     /// True while the process runs.
@@ -126,7 +146,7 @@ impl Server {
 }
 
 /// Starts `switchboard run` on `config` and waits until its admin API listens.
-fn spawn_ready(config: &std::path::Path) -> Child {
+fn spawn_ready(config: &std::path::Path) -> (Child, LogTail) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
         .args(["run", "--config"])
         .arg(config)
@@ -136,11 +156,19 @@ fn spawn_ready(config: &std::path::Path) -> Child {
         .expect("start switchboard");
     let stderr = child.stderr.take().expect("stderr");
     let (tx, rx) = std::sync::mpsc::channel();
+    let log_tail = LogTail::default();
+    let tail = log_tail.clone();
     std::thread::spawn(move || {
         let mut ready_sent = false;
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             if std::env::var_os("SB_TEST_LOG").is_some() {
                 eprintln!("[switchboard] {line}");
+            }
+            if let Ok(mut tail) = tail.lock() {
+                if tail.len() == LOG_TAIL_LINES {
+                    tail.pop_front();
+                }
+                tail.push_back(line.clone());
             }
             if !ready_sent && line.contains("admin API listening") {
                 ready_sent = true;
@@ -148,13 +176,27 @@ fn spawn_ready(config: &std::path::Path) -> Child {
             }
         }
     });
-    rx.recv_timeout(Duration::from_secs(30))
-        .expect("switchboard did not start");
-    child
+    if rx.recv_timeout(Duration::from_secs(30)).is_err() {
+        let _ = child.kill();
+        panic!("switchboard did not start:\n{}", joined(&log_tail));
+    }
+    (child, log_tail)
+}
+
+fn joined(tail: &LogTail) -> String {
+    tail.lock()
+        .map(|t| t.iter().map(String::as_str).collect::<Vec<_>>().join("\n"))
+        .unwrap_or_default()
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "---- the server's last log lines ----\n{}\n----",
+                joined(&self.log_tail)
+            );
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -238,29 +280,68 @@ pub fn sipp(args: &[&str], server: &Server) -> Command {
     cmd
 }
 
-/// A SIPp UAS in the foreground, stopped when dropped (even when a test fails).
-pub struct Callee(Child);
+/// A SIPp UAS in the foreground, stopped when dropped (even when a test fails, after
+/// printing what it wrote).
+pub struct Callee {
+    child: Child,
+    log: tempfile::NamedTempFile,
+}
+
+impl Callee {
+    fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// What the callee wrote to stderr so far.
+    pub fn output(&self) -> String {
+        std::fs::read_to_string(self.log.path()).unwrap_or_default()
+    }
+}
 
 impl Drop for Callee {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let exited = !self.running();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() || exited {
+            eprintln!(
+                "---- the SIPp callee (exited early: {exited}) wrote ----\n{}\n----",
+                self.output()
+            );
+        }
     }
 }
 
 /// The callee: a SIPp UAS on a free port, registered as 1001 by a second SIPp.
 pub fn start_callee(server: &Server) -> Callee {
-    let port = free_port().to_string();
+    let port = free_port();
     let media = free_port().to_string();
+    let log = tempfile::NamedTempFile::new().expect("callee log");
     let uas = sipp(
-        &["-sf", &sipp_scenario("uas.xml"), "-p", &port, "-mp", &media],
+        &[
+            "-sf",
+            &sipp_scenario("uas.xml"),
+            "-p",
+            &port.to_string(),
+            "-mp",
+            &media,
+        ],
         server,
     )
     .stdout(Stdio::null())
-    .stderr(Stdio::null())
+    .stderr(log.reopen().expect("callee log"))
     .spawn()
     .expect("start SIPp UAS");
-    let uas = Callee(uas);
+    let mut callee = Callee { child: uas, log };
+    // Registered only once it listens, so no INVITE can find the port closed.
+    let listening = wait_until(Duration::from_secs(10), || {
+        UdpSocket::bind(("127.0.0.1", port)).is_err() || !callee.running()
+    });
+    assert!(
+        listening && callee.running(),
+        "the SIPp callee did not start: {}",
+        callee.output()
+    );
     let reg_port = free_port().to_string();
     let reg = sipp(
         &[
@@ -280,7 +361,7 @@ pub fn start_callee(server: &Server) -> Callee {
     .args([
         "-set",
         "contact_port",
-        &port,
+        &port.to_string(),
         "-m",
         "1",
         "-timeout",
@@ -294,7 +375,7 @@ pub fn start_callee(server: &Server) -> Callee {
         "registration failed: {}",
         String::from_utf8_lossy(&reg.stdout)
     );
-    uas
+    callee
 }
 
 /// `calls` calls from 1000 to `callee` at `rate` per second, each held `hold_ms`.
