@@ -185,17 +185,8 @@ fn call_through(server: &Server, uac: &str, uas: &str, calls: u32) {
 }
 
 fn cdrs(server: &Server, n: usize) -> Vec<serde_json::Value> {
-    let fetch = || -> Vec<serde_json::Value> {
-        let url = format!("http://{}/api/cdrs?limit=100", server.admin);
-        let Ok(mut resp) = ureq::get(&url).call() else {
-            return Vec::new();
-        };
-        let body = resp.body_mut().read_to_string().unwrap_or_default();
-        let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
-        v["cdrs"].as_array().cloned().unwrap_or_default()
-    };
-    common::wait_until(Duration::from_secs(10), || fetch().len() >= n);
-    fetch()
+    common::wait_until(Duration::from_secs(10), || common::cdrs(server).len() >= n);
+    common::cdrs(server)
 }
 
 /// Every one of the `n` CDRs is a call from 1000 to 1001 that ended as `disposition`,

@@ -4,40 +4,21 @@
 
 mod common;
 
-use common::{Server, admin_json, free_port, sipp, sipp_scenario};
+use common::{Server, admin_json, sipp_register};
 
 const EXTENSION: &str = "[extensions.1001]\npassword = \"pw1001\"\nauth_algorithms = [\"MD5\"]\n";
 
 /// One SIPp REGISTER for 1001 over `transport` (`u1` or `t1`) with `password`; the
 /// Contact names `contact_port`. True when SIPp saw its 200.
 fn register(server: &Server, transport: &str, password: &str, contact_port: u16) -> bool {
-    let port = free_port().to_string();
-    let out = sipp(
-        &[
-            "-sf",
-            &sipp_scenario("register.xml"),
-            "-t",
-            transport,
-            "-p",
-            &port,
-        ],
+    sipp_register(
         server,
+        ("127.0.0.1", transport),
+        ("1001", password),
+        contact_port,
     )
-    .args([
-        "-s",
-        "1001",
-        "-au",
-        "1001",
-        "-ap",
-        password,
-        "-set",
-        "contact_port",
-        &contact_port.to_string(),
-    ])
-    .args(["-m", "1", "-timeout", "10s", "-timeout_error"])
-    .output()
-    .expect("sipp");
-    out.status.success()
+    .status
+    .success()
 }
 
 fn contacts(server: &Server) -> Vec<String> {

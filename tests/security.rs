@@ -19,17 +19,26 @@ fn config(drop_scanners: bool) -> String {
 }
 
 fn bans(server: &Server) -> serde_json::Value {
-    let out = Command::new(env!("CARGO_BIN_EXE_switchboard"))
-        .args(["bans", "--config"])
-        .arg(&server.config)
+    common::admin_json(server, "bans")
+}
+
+/// Runs a sipvicious tool from 127.0.0.1 against the server (at most 90 s) and returns
+/// everything it printed.
+fn attack(tool: &std::path::Path, args: &[&str], server: &Server) -> String {
+    let out = Command::new("timeout")
+        .arg("90")
+        .arg(tool)
+        .args(args)
+        .args([
+            "-b",
+            "127.0.0.1",
+            "-p",
+            &server.sip.port().to_string(),
+            "127.0.0.1",
+        ])
         .output()
-        .expect("cli");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("JSON")
+        .expect("sipvicious");
+    String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr)
 }
 
 fn banned(server: &Server, ip: &str) -> bool {
@@ -40,37 +49,9 @@ fn banned(server: &Server, ip: &str) -> bool {
 
 /// A SIPp REGISTER with the right password from `ip`; true when it got its 200.
 fn phone_registers(server: &Server, ip: &str) -> bool {
-    let scenario = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sipp/register.xml");
-    let out = Command::new(require_tool("sipp", "sip-tester"))
-        .args([
-            "-sf",
-            scenario,
-            "-i",
-            ip,
-            "-p",
-            &common::free_port().to_string(),
-            "-s",
-            "1000",
-            "-au",
-            "1000",
-            "-ap",
-            PASSWORD,
-        ])
-        .args([
-            "-set",
-            "contact_port",
-            "5099",
-            "-m",
-            "1",
-            "-nostdin",
-            "-timeout",
-            "10s",
-            "-timeout_error",
-        ])
-        .arg(server.sip.to_string())
-        .output()
-        .expect("sipp");
-    out.status.success()
+    common::sipp_register(server, (ip, "u1"), ("1000", PASSWORD), 5099)
+        .status
+        .success()
 }
 
 #[test]
@@ -87,22 +68,8 @@ fn svcrack_finds_nothing_gets_banned_and_a_real_phone_keeps_registering() {
         phone_registers(&server, "127.0.0.2"),
         "the phone registers before the attack"
     );
-    let out = Command::new("timeout")
-        .arg("90")
-        .arg(svcrack)
-        .args(["-u", "1000", "-d"])
-        .arg(&dict)
-        .args([
-            "-b",
-            "127.0.0.1",
-            "-p",
-            &server.sip.port().to_string(),
-            "127.0.0.1",
-        ])
-        .output()
-        .expect("svcrack");
-    let report =
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    let dict = dict.to_string_lossy();
+    let report = attack(&svcrack, &["-u", "1000", "-d", &dict], &server);
     assert!(
         !report.contains(PASSWORD),
         "svcrack cracked the password:\n{report}"
@@ -123,24 +90,7 @@ fn svcrack_finds_nothing_gets_banned_and_a_real_phone_keeps_registering() {
 fn svwar_with_its_own_user_agent_is_dropped_and_banned_at_once() {
     let svwar = require_tool("svwar", "sipvicious");
     let server = Server::start(&config(true));
-    let out = Command::new("timeout")
-        .arg("90")
-        .arg(svwar)
-        .args([
-            "-e",
-            "990-1010",
-            "-m",
-            "REGISTER",
-            "-b",
-            "127.0.0.1",
-            "-p",
-            &server.sip.port().to_string(),
-            "127.0.0.1",
-        ])
-        .output()
-        .expect("svwar");
-    let report =
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    let report = attack(&svwar, &["-e", "990-1010", "-m", "REGISTER"], &server);
     assert!(
         !report.contains("| 1000 "),
         "svwar found extension 1000:\n{report}"

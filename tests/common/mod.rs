@@ -273,11 +273,52 @@ pub fn sipp_scenario(name: &str) -> String {
 
 /// SIPp aimed at the server, with the options every run needs.
 pub fn sipp(args: &[&str], server: &Server) -> Command {
+    sipp_from("127.0.0.1", args, server)
+}
+
+/// [`sipp`] from another local address.
+pub fn sipp_from(ip: &str, args: &[&str], server: &Server) -> Command {
     let mut cmd = Command::new(require_tool("sipp", "sip-tester"));
-    cmd.args(["-i", "127.0.0.1", "-buff_size", "4194304", "-nostdin"])
+    cmd.args(["-i", ip, "-buff_size", "4194304", "-nostdin"])
         .args(args)
         .arg(server.sip.to_string());
     cmd
+}
+
+/// One REGISTER with digest auth (tests/sipp/register.xml) from a fresh port at `ip`
+/// for `ext` with `password`, its Contact naming `contact_port`, over `transport`
+/// (SIPp's `u1` or `t1`), bounded at 10 s. SIPp exits successfully once it has its 200.
+pub fn sipp_register(
+    server: &Server,
+    (ip, transport): (&str, &str),
+    (ext, password): (&str, &str),
+    contact_port: u16,
+) -> std::process::Output {
+    let (port, contact_port) = (free_port().to_string(), contact_port.to_string());
+    sipp_from(
+        ip,
+        &[
+            "-sf",
+            &sipp_scenario("register.xml"),
+            "-t",
+            transport,
+            "-p",
+            &port,
+            "-s",
+            ext,
+            "-au",
+            ext,
+            "-ap",
+            password,
+            "-set",
+            "contact_port",
+            &contact_port,
+        ],
+        server,
+    )
+    .args(["-m", "1", "-timeout", "10s", "-timeout_error"])
+    .output()
+    .expect("run SIPp register")
 }
 
 /// A SIPp UAS in the foreground, stopped when dropped (even when a test fails, after
@@ -342,34 +383,7 @@ pub fn start_callee(server: &Server) -> Callee {
         "the SIPp callee did not start: {}",
         callee.output()
     );
-    let reg_port = free_port().to_string();
-    let reg = sipp(
-        &[
-            "-sf",
-            &sipp_scenario("register.xml"),
-            "-p",
-            &reg_port,
-            "-s",
-            "1001",
-            "-au",
-            "1001",
-            "-ap",
-            "pw1001",
-        ],
-        server,
-    )
-    .args([
-        "-set",
-        "contact_port",
-        &port.to_string(),
-        "-m",
-        "1",
-        "-timeout",
-        "10s",
-        "-timeout_error",
-    ])
-    .output()
-    .expect("run SIPp register");
+    let reg = sipp_register(server, ("127.0.0.1", "u1"), ("1001", "pw1001"), port);
     assert!(
         reg.status.success(),
         "registration failed: {}",
