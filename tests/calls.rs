@@ -1,7 +1,7 @@
 //! Calls through the real binary with SIPp on both ends: a SIPp UAS registers as
 //! extension 1001 with digest auth, a SIPp UAC calls it as 1000, and switchboard
-//! bridges every call. Afterwards the CDRs match the calls and no media port or call
-//! is left behind.
+//! bridges every call. Afterwards the CDRs match the calls and no media port, call or
+//! task is left behind.
 
 mod common;
 
@@ -15,6 +15,11 @@ fn a_thousand_calls_between_registered_extensions_all_bridge_and_leave_nothing_b
     let _callee = start_callee(&server);
     let regs = admin_json(&server, "registrations");
     assert_eq!(regs["registrations"][0]["aor"], "1001", "{regs}");
+    let tasks_before = admin_json(&server, "status")["tasks"].clone();
+    assert!(
+        tasks_before.as_u64().is_some_and(|n| n > 0),
+        "{tasks_before}"
+    );
 
     let out = call_uac(&server, "1001", 1000, 100, 100);
     let text =
@@ -62,15 +67,19 @@ fn a_thousand_calls_between_registered_extensions_all_bridge_and_leave_nothing_b
             .count(),
         1000
     );
-    // Nothing left behind: no live call, every media port released.
+    // Nothing left behind: no live call, every media port released, and as many tasks
+    // as before the calls (each bridged call ran a relay task).
     let ok = common::wait_until(Duration::from_secs(10), || {
         let calls = admin_json(&server, "calls");
-        calls["calls"].as_array().is_some_and(|c| c.is_empty()) && calls["media_ports_in_use"] == 0
+        calls["calls"].as_array().is_some_and(|c| c.is_empty())
+            && calls["media_ports_in_use"] == 0
+            && admin_json(&server, "status")["tasks"] == tasks_before
     });
     assert!(
         ok,
-        "calls or media ports leaked: {}",
-        admin_json(&server, "calls")
+        "calls, media ports or tasks leaked: {} with {} tasks (before the calls: {tasks_before})",
+        admin_json(&server, "calls"),
+        admin_json(&server, "status")["tasks"]
     );
 }
 

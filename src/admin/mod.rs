@@ -102,6 +102,9 @@ impl AdminState {
             listeners: &self.listeners,
             extensions: self.extensions,
             secrets_file: &self.secrets_file,
+            tasks: tokio::runtime::Handle::try_current()
+                .ok()
+                .map(|h| h.metrics().num_alive_tasks()),
             counters: &self.stats,
         }
     }
@@ -117,6 +120,9 @@ pub struct Status<'a> {
     pub extensions: usize,
     /// Where generated extension passwords are; `switchboard secrets` prints them.
     pub secrets_file: &'a std::path::Path,
+    /// Live tokio tasks (listeners, shards, one relay per bridged call, admin
+    /// connections): equal before and after a run of calls, or something leaked.
+    pub tasks: Option<usize>,
     pub counters: &'a Stats,
 }
 
