@@ -1,30 +1,16 @@
 //! The `switchboard` binary end to end: `run` on a loopback config, the admin
 //! subcommands against it, `check` on good and bad configs, and SIGTERM/SIGINT shutdown.
 
+mod common;
+
+use common::free_port;
 use std::io::{BufRead, BufReader};
-use std::net::{TcpListener, UdpSocket};
+use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
 const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
-
-/// A port nothing listens on right now (bound to port 0, then released).
-fn free_tcp_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 struct TestConfig {
     dir: tempfile::TempDir,
@@ -35,14 +21,14 @@ struct TestConfig {
 
 impl TestConfig {
     fn new() -> TestConfig {
-        Self::with_admin_port(free_tcp_port())
+        Self::with_admin_port(free_port())
     }
 
     fn with_admin_port(admin_port: u16) -> TestConfig {
         let dir = tempfile::tempdir().unwrap();
         let listen = vec![
-            format!("udp:127.0.0.1:{}", free_udp_port()),
-            format!("tcp:127.0.0.1:{}", free_tcp_port()),
+            format!("udp:127.0.0.1:{}", free_port()),
+            format!("tcp:127.0.0.1:{}", free_port()),
         ];
         let text = format!(
             "[sip]\nlisten = [\"{}\", \"{}\"]\n\
@@ -76,8 +62,16 @@ impl TestConfig {
     }
 
     fn start(&self) -> Server {
+        self.start_with(&[]).0
+    }
+
+    /// Starts `run` with `run_args`; returns the server and the receiver of every log
+    /// line written after it became ready.
+    fn start_with(&self, run_args: &[&str]) -> (Server, std::sync::mpsc::Receiver<String>) {
         let mut child = Command::new(BIN)
-            .args(["--log-level", "info", "run", "--config"])
+            .args(["--log-level", "info", "run"])
+            .args(run_args)
+            .arg("--config")
             .arg(&self.path)
             .stderr(Stdio::piped())
             .spawn()
@@ -98,8 +92,13 @@ impl TestConfig {
             }
         }
         // Keep draining the log so the server never blocks on a full pipe.
-        std::thread::spawn(move || lines.for_each(drop));
-        Server { child: Some(child) }
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        (Server { child: Some(child) }, rx)
     }
 }
 
@@ -258,4 +257,41 @@ fn run_fails_with_the_address_when_the_admin_port_is_taken() {
         "{}",
         stderr(&out)
     );
+}
+
+#[test]
+fn sip_trace_logs_each_message_with_its_direction_and_peer() {
+    let config = TestConfig::new();
+    let (server, log) = config.start_with(&["--sip-trace"]);
+    let sip: SocketAddr = config.listen[0]
+        .strip_prefix("udp:")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let phone = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let request = format!(
+        "OPTIONS sip:{sip} SIP/2.0\r\nVia: SIP/2.0/UDP {};branch=z9hG4bKtrace1\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:t@127.0.0.1>;tag=1\r\nTo: <sip:{sip}>\r\n\
+         Call-ID: trace-test\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n",
+        phone.local_addr().unwrap()
+    );
+    phone.send_to(request.as_bytes(), sip).unwrap();
+    phone
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    let (n, _) = phone.recv_from(&mut buf).unwrap();
+    assert!(buf[..n].starts_with(b"SIP/2.0 200"));
+    drop(server);
+    // The log holds both messages whole, each with its direction and the phone's address.
+    let text: String = log.iter().collect::<Vec<_>>().join("\n");
+    let phone = phone.local_addr().unwrap().to_string();
+    let received = text
+        .find(&format!("received from Udp {phone}\nOPTIONS sip:"))
+        .unwrap_or_else(|| panic!("the request is not traced: {text}"));
+    let answered = text
+        .find(&format!("sent to Udp {phone}\nSIP/2.0 200 OK"))
+        .unwrap_or_else(|| panic!("the response is not traced: {text}"));
+    assert!(received < answered, "{text}");
+    assert_eq!(text.matches("Call-ID: trace-test").count(), 2, "{text}");
 }
