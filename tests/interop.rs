@@ -2,10 +2,12 @@
 //!
 //! SIPp scenarios (tests/interop/*.xml) on loopback: REGISTER with the right and a
 //! wrong password; a basic call; CANCEL; busy; hold and resume by re-INVITE; BYE from
-//! the callee. Calls go through the shipped Lua dialplan (dialplans/), except busy. In each call test the callee is a SIPp UAS registered as 1001 from the
-//! port it then answers on, and the caller a SIPp UAC calling as 1000 (answering the
-//! 407). Both SIPp processes must finish with every call successful, and the CDR must
-//! say what happened.
+//! the callee; forking with a 200 that crosses the CANCEL (ACKed and hung up); a 180
+//! that arrives after the 200 (not relayed). Calls go through the shipped Lua dialplan
+//! (dialplans/), except busy. In each call test the callee is a SIPp UAS registered as
+//! 1001 from the port it then answers on, and the caller a SIPp UAC calling as 1000
+//! (answering the 407). Both SIPp processes must finish with every call successful, and
+//! the CDR must say what happened.
 //!
 //! baresip: two baresip phones in their own network namespaces (baresip refuses a
 //! loopback media address) register and call each other through switchboard, each
@@ -149,7 +151,16 @@ impl Drop for Callee {
 /// Runs `calls` calls from a SIPp UAC (as 1000) against a SIPp UAS (as 1001); both
 /// must report every call successful.
 fn call_through(server: &Server, uac: &str, uas: &str, calls: u32) {
-    let callee = Callee::start(server, uas, calls);
+    call_forked(server, uac, &[uas], calls);
+}
+
+/// Like [`call_through`], with one SIPp UAS per scenario in `phones`, each registered
+/// as a contact of 1001, so that every call forks to all of them.
+fn call_forked(server: &Server, uac: &str, phones: &[&str], calls: u32) {
+    let callees: Vec<Callee> = phones
+        .iter()
+        .map(|uas| Callee::start(server, uas, calls))
+        .collect();
     let dir = tempfile::tempdir().expect("tempdir");
     let out = sipp(
         server,
@@ -179,8 +190,10 @@ fn call_through(server: &Server, uac: &str, uas: &str, calls: u32) {
         "{uac}: the caller saw a failed call:\n{}",
         sipp_report(&out, dir.path())
     );
-    if let Err(why) = callee.finish() {
-        panic!("{uas}: the callee saw a failed call: {why}");
+    for (callee, uas) in callees.into_iter().zip(phones) {
+        if let Err(why) = callee.finish() {
+            panic!("{uas}: the callee saw a failed call: {why}");
+        }
     }
 }
 
@@ -279,6 +292,24 @@ fn busy_callee_gives_the_caller_486() {
 fn hold_and_resume_by_reinvite_are_carried_to_the_other_leg() {
     let server = Server::start(EXTENSIONS);
     call_through(&server, "uac_hold", "uas_hold", 2);
+    assert_cdrs(&server, 2, "answered", Some("caller"));
+}
+
+/// Forking with a race: one phone answers, the other answers too, after its CANCEL
+/// (its 200 crossed the CANCEL). The caller gets one answered call; the late phone gets
+/// its 200 ACKed and then a BYE (uas_fork_late_200.xml fails without them).
+#[test]
+fn a_second_2xx_from_a_cancelled_fork_is_acked_and_hung_up() {
+    let server = Server::start(EXTENSIONS);
+    call_forked(&server, "uac_call", &["uas_answer", "uas_fork_late_200"], 2);
+    assert_cdrs(&server, 2, "answered", Some("caller"));
+}
+
+/// The callee's 180 arrives after its 200: the caller never sees a 180 after the 200.
+#[test]
+fn a_180_arriving_after_the_200_is_not_relayed() {
+    let server = Server::start(EXTENSIONS);
+    call_through(&server, "uac_call_in_order", "uas_late_180", 2);
     assert_cdrs(&server, 2, "answered", Some("caller"));
 }
 
