@@ -249,3 +249,16 @@ fn hanging_up_on_a_silent_callee_leaves_nothing_behind() {
     assert_cdr(&cdr, "caller", "normal clearing");
     assert_nothing_left(&server);
 }
+
+#[test]
+fn a_reinvite_the_callee_never_answers_ends_the_call() {
+    // T1 = 100 ms: the relayed re-INVITE times out (Timer B, 64 × T1) after 6.4 s.
+    let server = Server::start_sip_with("t1_ms = 100\n", SIPP_EXTENSIONS);
+    let mut callee = callee(&server, "uas_silent.xml", &[("se", "1800")]);
+    let out = call(&server, "uac_reinvite_timeout.xml", &[], 500);
+    assert_ok(&out, "the caller got no 408 and BYE");
+    assert_callee_ok(&mut callee);
+    let cdr = the_cdr(&server);
+    assert_cdr(&cdr, "system", "the callee stopped answering");
+    assert_nothing_left(&server);
+}

@@ -14,7 +14,7 @@ use crate::sip::{Method, Request, Response, reason_phrase};
 use crate::store::{Disposition, HangupBy};
 use std::time::Instant;
 
-fn other(side: Side) -> Side {
+pub(super) fn other(side: Side) -> Side {
     match side {
         Side::A => Side::B,
         Side::B => Side::A,

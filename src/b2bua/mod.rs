@@ -388,7 +388,11 @@ impl B2bua {
         if let Some(i) = call.branches.iter().position(|b| b.tx == key) {
             self.on_branch_response(txl, id, i, resp);
         } else if let Some(i) = call.relayed.iter().position(|r| r.client_tx == key) {
+            let (to, status) = (in_dialog::other(call.relayed[i].from), resp.status);
             self.on_relayed_response(txl, id, i, resp);
+            if matches!(status, 408 | 481) {
+                self.on_leg_lost(txl, id, to, Some(status));
+            }
         } else if let Some(i) = call.own_requests.iter().position(|(k, _)| *k == key) {
             let side = call.own_requests[i].1;
             if resp.status >= 200 {
@@ -415,18 +419,15 @@ impl B2bua {
             let timeout = Response::to_request(&invite, 408, reason_phrase(408));
             self.on_branch_response(txl, id, i, timeout);
         } else if let Some(i) = call.relayed.iter().position(|r| r.client_tx == key) {
-            let request = call.relayed[i].request.clone();
+            let (to, request) = (
+                in_dialog::other(call.relayed[i].from),
+                call.relayed[i].request.clone(),
+            );
             let timeout = Response::to_request(&request, 408, reason_phrase(408));
             self.on_relayed_response(txl, id, i, timeout);
-        } else if call.is_answered() && call.ended.is_none() {
-            // A request in the dialog went unanswered: the peer is gone (RFC 3261 §12.2.1.2).
-            self.end_call(
-                txl,
-                id,
-                Disposition::Answered,
-                HangupBy::System,
-                "peer stopped answering",
-            );
+            self.on_leg_lost(txl, id, to, None);
+        } else if let Some(&(_, side)) = call.own_requests.iter().find(|(k, _)| *k == key) {
+            self.on_leg_lost(txl, id, side, None);
         }
     }
 

@@ -218,6 +218,28 @@ impl B2bua {
         self.end_call(txl, id, Disposition::Answered, HangupBy::System, &cause);
     }
 
+    /// A leg left a request in its dialog unanswered (`None`) or answered it 408 or
+    /// 481: its dialog is gone (RFC 3261 §12.2.1.2), and with it the call.
+    pub(super) fn on_leg_lost(
+        &mut self,
+        txl: &mut TransactionLayer,
+        id: u64,
+        side: Side,
+        answer: Option<u16>,
+    ) {
+        let Some(call) = self.calls.get(&id) else {
+            return;
+        };
+        if call.ended.is_some() || !call.is_answered() {
+            return;
+        }
+        let cause = match answer {
+            None => format!("the {} stopped answering", party(side)),
+            Some(status) => format!("the {} lost the call ({status})", party(side)),
+        };
+        self.end_call(txl, id, Disposition::Answered, HangupBy::System, &cause);
+    }
+
     /// Our 2xx to a re-INVITE or UPDATE from a leg's phone: the request refreshed that
     /// leg's session, so the timer is agreed again from it, named in the 2xx, and
     /// restarted (RFC 4028 §9, §10). A request without Session-Expires from a phone
