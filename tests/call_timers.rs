@@ -262,3 +262,24 @@ fn a_reinvite_the_callee_never_answers_ends_the_call() {
     assert_cdr(&cdr, "system", "the callee stopped answering");
     assert_nothing_left(&server);
 }
+
+#[test]
+fn a_caller_that_refreshes_its_session_keeps_the_call() {
+    // The caller's 9 s session would end at 6 s; its UPDATE at 4 s, relayed to the
+    // callee and answered 200 with the session named again, carries it past that.
+    let server = Server::start_sip_with(
+        "session_expires_secs = 12\nmin_se_secs = 6\n",
+        SIPP_EXTENSIONS,
+    );
+    let mut callee = callee(&server, "uas_update.xml", &[]);
+    let out = call(&server, "uac_refresh.xml", &[("se", "9")], 0);
+    assert_ok(
+        &out,
+        "the refreshed call did not last, or the 200 named no session",
+    );
+    assert_callee_ok(&mut callee);
+    let cdr = the_cdr(&server);
+    assert_cdr(&cdr, "caller", "normal clearing");
+    assert!(duration(&cdr) >= 7, "{cdr}");
+    assert_nothing_left(&server);
+}
