@@ -68,6 +68,10 @@ pub struct SipConfig {
     /// The SIP domain this server is authoritative for; `None` accepts any host.
     pub domain: Option<String>,
     pub user_agent: String,
+    /// RFC 4028 session timers: the interval (seconds) asked for in our INVITEs and
+    /// the longest granted to a caller, and the shortest accepted (Min-SE).
+    pub session_expires_secs: u32,
+    pub min_se_secs: u32,
 }
 
 impl SipConfig {
@@ -151,6 +155,9 @@ pub struct MediaConfig {
     /// The address written into SDP when the host is behind NAT; `None` uses the
     /// address of the interface the call arrived on.
     pub public_address: Option<IpAddr>,
+    /// A bridged call ends when a leg that should be sending has sent no RTP or RTCP
+    /// for this long; `None` (`timeout_secs = 0`) never ends calls for silence.
+    pub timeout: Option<Duration>,
 }
 
 /// An inclusive port range that starts even, so RTP gets even ports and RTCP the next
@@ -581,6 +588,8 @@ struct SipFile {
     auth_algorithms: Vec<String>,
     domain: Option<String>,
     user_agent: String,
+    session_expires_secs: u32,
+    min_se_secs: u32,
 }
 
 impl Default for SipFile {
@@ -593,6 +602,8 @@ impl Default for SipFile {
             auth_algorithms: vec!["SHA-256".into(), "MD5".into()],
             domain: None,
             user_agent: concat!("switchboard/", env!("CARGO_PKG_VERSION")).into(),
+            session_expires_secs: 1800,
+            min_se_secs: crate::sip::dialog::MIN_SE_FLOOR,
         }
     }
 }
@@ -602,6 +613,7 @@ impl Default for SipFile {
 struct MediaFile {
     rtp_ports: String,
     public_address: Option<String>,
+    timeout_secs: u64,
 }
 
 impl Default for MediaFile {
@@ -609,6 +621,7 @@ impl Default for MediaFile {
         MediaFile {
             rtp_ports: "20000-29999".into(),
             public_address: None,
+            timeout_secs: 60,
         }
     }
 }
@@ -733,6 +746,21 @@ fn validate_sip(raw: SipFile) -> Result<SipConfig, KeyError> {
     if raw.user_agent.is_empty() || raw.user_agent.chars().any(char::is_control) {
         return Err(bad("sip.user_agent", "must be non-empty text on one line"));
     }
+    if raw.min_se_secs == 0 {
+        return Err(bad("sip.min_se_secs", "must be greater than 0"));
+    }
+    if raw.session_expires_secs < raw.min_se_secs {
+        return Err(bad(
+            "sip.session_expires_secs",
+            format!("must be at least sip.min_se_secs ({})", raw.min_se_secs),
+        ));
+    }
+    if raw.session_expires_secs > MAX_TIMER_SECS {
+        return Err(bad(
+            "sip.session_expires_secs",
+            format!("must be at most {MAX_TIMER_SECS} (a day)"),
+        ));
+    }
     Ok(SipConfig {
         listen,
         t1: Duration::from_millis(raw.t1_ms),
@@ -741,8 +769,14 @@ fn validate_sip(raw: SipFile) -> Result<SipConfig, KeyError> {
         auth_algorithms: parse_algorithms("sip.auth_algorithms", &raw.auth_algorithms)?,
         domain,
         user_agent: raw.user_agent,
+        session_expires_secs: raw.session_expires_secs,
+        min_se_secs: raw.min_se_secs,
     })
 }
+
+/// The longest session interval and media timeout: longer ones are surely typos, and
+/// deadlines this far ahead are what `Instant` arithmetic can always represent.
+const MAX_TIMER_SECS: u32 = 86_400;
 
 /// `proto:addr:port`, IPv6 in brackets: `udp:[::]:5060`.
 fn parse_listen(spec: &str) -> Result<Listen, String> {
@@ -835,9 +869,16 @@ fn validate_media(raw: MediaFile) -> Result<MediaConfig, KeyError> {
         }
         None => None,
     };
+    if raw.timeout_secs > u64::from(MAX_TIMER_SECS) {
+        return Err(bad(
+            "media.timeout_secs",
+            format!("must be at most {MAX_TIMER_SECS} (a day); 0 turns the timeout off"),
+        ));
+    }
     Ok(MediaConfig {
         rtp_ports: PortRange { start, end },
         public_address,
+        timeout: (raw.timeout_secs > 0).then(|| Duration::from_secs(raw.timeout_secs)),
     })
 }
 
@@ -1134,6 +1175,27 @@ mod tests {
             ("[sip]\nlisten = []", "sip.listen: at least one listener"),
             ("[sip]\nt1_ms = 0", "sip.t1_ms: must be greater than 0"),
             (
+                "[sip]\nmin_se_secs = 0",
+                "sip.min_se_secs: must be greater than 0",
+            ),
+            (
+                "[sip]\nmin_se_secs = 600\nsession_expires_secs = 300",
+                "sip.session_expires_secs: must be at least sip.min_se_secs (600)",
+            ),
+            (
+                "[sip]\nsession_expires_secs = 100000",
+                "sip.session_expires_secs: must be at most 86400",
+            ),
+            ("[sip]\nmin_se_secs = -1", "sip.min_se_secs: invalid value"),
+            (
+                "[media]\ntimeout_secs = 100000",
+                "media.timeout_secs: must be at most 86400",
+            ),
+            (
+                "[media]\ntimeout_secs = \"60\"",
+                "media.timeout_secs: invalid type",
+            ),
+            (
                 "[sip]\nt1_ms = 5000",
                 "sip.t2_ms: 4000 must not be less than sip.t1_ms (5000)",
             ),
@@ -1214,6 +1276,24 @@ mod tests {
                 "for {text:?}\n got: {message}\nwant: {expected}"
             );
         }
+    }
+
+    #[test]
+    fn call_timers_default_to_the_rfc_values_and_can_be_turned_down() {
+        let config = parse("").unwrap();
+        assert_eq!(config.media.timeout, Some(Duration::from_secs(60)));
+        assert_eq!(
+            (config.sip.session_expires_secs, config.sip.min_se_secs),
+            (1800, 90)
+        );
+        let config =
+            parse("[sip]\nsession_expires_secs = 10\nmin_se_secs = 5\n[media]\ntimeout_secs = 0")
+                .unwrap();
+        assert_eq!(config.media.timeout, None);
+        assert_eq!(
+            (config.sip.session_expires_secs, config.sip.min_se_secs),
+            (10, 5)
+        );
     }
 
     #[test]

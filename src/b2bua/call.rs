@@ -2,6 +2,7 @@
 //! callee's leg (B), and the media bridge between them.
 
 use super::control::Op;
+use super::timers::MediaActivity;
 use crate::dialplan::call::{DialRequest, DialResult, DialStatus, DialTarget};
 use crate::media::{Relay, RtpPortPair, Side};
 use crate::sdp::{OriginState, Sdp};
@@ -78,6 +79,8 @@ pub struct Media {
     pub a_port: u16,
     pub b_port: u16,
     pub relay: Option<Relay>,
+    /// Whether media should be flowing, for the media timeout.
+    pub activity: MediaActivity,
 }
 
 /// An in-dialog request relayed from one leg to the other, waiting for its answer.
@@ -111,8 +114,6 @@ pub struct Call {
     pub answered_by: Option<DialTarget>,
     /// The dialplan task has finished.
     pub route_done: bool,
-    /// The last offer in either direction put the media on hold (not sendrecv).
-    pub on_hold: bool,
     /// Requests of our own in the dialogs (session refreshes, BYEs), by transaction.
     pub own_requests: Vec<(TxKey, Side)>,
     /// Every dialog id indexed for this call (the A leg's and each branch's), so

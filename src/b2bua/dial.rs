@@ -7,9 +7,7 @@ use super::{B2bua, CallTimer};
 use crate::dialplan::call::{DialRequest, DialResult, DialStatus, DialTarget, Strategy};
 use crate::media::Side;
 use crate::sdp::{OriginState, Sdp};
-use crate::sip::dialog::{
-    Body, Forks, InviteParams, TimerPolicy, new_call_id, new_uac_invite, sip_address,
-};
+use crate::sip::dialog::{Body, Forks, InviteParams, new_call_id, new_uac_invite, sip_address};
 use crate::sip::transaction::{Peer, SendError, TransactionLayer, TransportKind};
 use crate::sip::{HeaderName, Host, Method, NameAddr, SipStr, SipUri, Uri};
 use std::net::SocketAddr;
@@ -199,7 +197,7 @@ impl B2bua {
             })
             .collect();
         let (mut invite, seed) = new_uac_invite(params);
-        TimerPolicy::default().add_to_request(&mut invite);
+        self.ctx.timer_policy.add_to_request(&mut invite);
         let key = match txl.send_request(now, peer, invite.clone()) {
             Ok(k) => k,
             Err(e) => {
@@ -426,7 +424,7 @@ impl B2bua {
         let Some(call) = self.calls.get_mut(&id) else {
             return;
         };
-        let timer = TimerPolicy::default().from_response(&resp);
+        let timer = self.ctx.timer_policy.from_response(&resp);
         call.b = Some(BLeg {
             dialog,
             peer,
@@ -450,11 +448,7 @@ impl B2bua {
         if !a_answered {
             self.send_2xx_to_caller(txl, id, Body::sdp(a_body.to_bytes()), now);
         }
-        self.schedule(
-            now + std::time::Duration::from_secs(5),
-            id,
-            CallTimer::MediaCheck,
-        );
+        self.start_media_check(id, now);
         self.arm_session_timer(id, Side::B, now);
     }
 }

@@ -5,6 +5,7 @@
 use super::B2bua;
 use super::call::Relayed;
 use super::dial::sdp_of;
+use super::timers::add_session_timer;
 use crate::media::Side;
 use crate::sdp::Sdp;
 use crate::sip::dialog::Body;
@@ -13,7 +14,7 @@ use crate::sip::{Method, Request, Response, reason_phrase};
 use crate::store::{Disposition, HangupBy};
 use std::time::Instant;
 
-fn other(side: Side) -> Side {
+pub(super) fn other(side: Side) -> Side {
     match side {
         Side::A => Side::B,
         Side::B => Side::A,
@@ -58,8 +59,13 @@ impl B2bua {
                 self.end_call(txl, id, Disposition::Answered, by, "normal clearing");
             }
             Method::Invite | Method::Update => {
-                // A re-INVITE or UPDATE from the peer refreshes its session (RFC 4028 §10).
-                self.arm_session_timer(id, side, now);
+                // It refreshes the leg's session when we answer 2xx (RFC 4028 §10); one
+                // asking for less than our minimum gets 422 here instead (§9).
+                if let Err(rejection) = self.ctx.timer_policy.answer(&req) {
+                    let resp = crate::sip::checks::rejection_response(&req, &rejection);
+                    let _ = txl.send_response(now, key, resp);
+                    return true;
+                }
                 self.relay_request(txl, id, side, key, req, now)
             }
             Method::Info => self.relay_request(txl, id, side, key, req, now),
@@ -90,15 +96,13 @@ impl B2bua {
         let Some(call) = self.calls.get_mut(&id) else {
             return;
         };
-        if let Some(sdp) = &offer {
-            call.on_hold = sdp
-                .direction(0)
-                .is_some_and(|d| d != crate::sdp::Direction::SendRecv);
-            if side == Side::A {
-                call.a.offer = sdp.clone();
-            }
+        if let Some(sdp) = &offer
+            && side == Side::A
+        {
+            call.a.offer = sdp.clone();
         }
         let (a_port, b_port) = (call.media.a_port, call.media.b_port);
+        let other_timer = call.session_timer(other(side));
         let Some(b) = call.b.as_mut() else {
             // Answered by the script but not bridged: answer for ourselves.
             let mut resp = call.a.dialog.respond(&req, 200);
@@ -112,6 +116,7 @@ impl B2bua {
                 );
                 resp.set_body("application/sdp", ours.to_bytes());
             }
+            self.accept_refresh(id, side, &req, &mut resp, now);
             let _ = txl.send_response(now, key, resp);
             return;
         };
@@ -143,7 +148,8 @@ impl B2bua {
             }),
             (None, true) => None,
         };
-        let forwarded = target.new_request(req.method.clone(), body);
+        let mut forwarded = target.new_request(req.method.clone(), body);
+        add_session_timer(other_timer, &mut forwarded);
         match txl.send_request(now, peer, forwarded) {
             Ok(client_tx) => {
                 self.by_client_tx.insert(client_tx, id);
@@ -212,6 +218,8 @@ impl B2bua {
         {
             out.set_body(ct, resp.body.clone());
         }
+        self.accept_refresh(id, relayed.from, &relayed.request, &mut out, now);
+        self.on_refresh_answer(id, to, relayed.request.method.clone(), &resp, now);
         let _ = txl.send_response(now, relayed.server_tx, out);
         if let Some(sdp) = answer {
             self.update_relay(id, to, &sdp);

@@ -14,13 +14,14 @@ mod cdr;
 pub mod control;
 mod dial;
 mod in_dialog;
+mod timers;
 
 pub use cdr::CdrSink;
 
 use crate::dialplan::call::{CallInfo, DialResult, DialStatus, Party};
 use crate::media::{PortAllocator, Relay, RelayConfig, Side};
 use crate::registrar::Registrar;
-use crate::sdp::{Codec, OriginState, Sdp};
+use crate::sdp::{Codec, Direction, OriginState, Sdp};
 use crate::sip::dialog::{Body, Dialog, SentBy, TimerPolicy, new_tag};
 use crate::sip::transaction::{Peer, TransactionLayer, TransportKind, TxKey};
 use crate::sip::{Known, Method, Request, Response, SipStr, SipUri, Uri, reason_phrase};
@@ -50,8 +51,11 @@ pub struct B2buaContext {
     pub user_agent: String,
     pub t1: Duration,
     pub t2: Duration,
-    /// End a bridged call when no RTP arrived from a sending leg for this long.
-    pub media_timeout: Duration,
+    /// `[media] timeout_secs`: end a bridged call when a leg that should be sending
+    /// sent no RTP or RTCP for this long; `None` never.
+    pub media_timeout: Option<Duration>,
+    /// `[sip] session_expires_secs` and `min_se_secs`, for every leg.
+    pub timer_policy: TimerPolicy,
 }
 
 /// Codecs the bridge can carry; calls whose offer has none of them get 488.
@@ -227,7 +231,7 @@ impl B2bua {
             Ok(d) => d,
             Err(e) => return reject(txl, 400, &format!("Bad Request ({e})")),
         };
-        let timer = match TimerPolicy::default().answer(&req) {
+        let timer = match self.ctx.timer_policy.answer(&req) {
             Ok(t) => t,
             Err(rejection) => {
                 let _ = txl.send_response(
@@ -304,6 +308,7 @@ impl B2bua {
                     a_port,
                     b_port: 0,
                     relay: None,
+                    activity: Default::default(),
                 },
                 relayed: Vec::new(),
                 started: SystemTime::now(),
@@ -313,7 +318,6 @@ impl B2bua {
                 answered_by: None,
                 route_done: false,
                 own_requests: Vec::new(),
-                on_hold: false,
                 dialog_keys: vec![a_dialog_key],
                 session_generation: [0; 2],
             },
@@ -384,7 +388,11 @@ impl B2bua {
         if let Some(i) = call.branches.iter().position(|b| b.tx == key) {
             self.on_branch_response(txl, id, i, resp);
         } else if let Some(i) = call.relayed.iter().position(|r| r.client_tx == key) {
+            let (to, status) = (in_dialog::other(call.relayed[i].from), resp.status);
             self.on_relayed_response(txl, id, i, resp);
+            if matches!(status, 408 | 481) {
+                self.on_leg_lost(txl, id, to, Some(status));
+            }
         } else if let Some(i) = call.own_requests.iter().position(|(k, _)| *k == key) {
             let side = call.own_requests[i].1;
             if resp.status >= 200 {
@@ -393,16 +401,7 @@ impl B2bua {
             if let Some((dialog, _)) = call.leg_mut(side) {
                 dialog.on_response(&resp);
             }
-            // The peer lost the dialog, or refuses our refresh (RFC 4028 §10).
-            if matches!(resp.status, 408 | 481) && call.ended.is_none() {
-                self.end_call(
-                    txl,
-                    id,
-                    Disposition::Answered,
-                    HangupBy::System,
-                    "session refresh failed",
-                );
-            }
+            self.on_own_request_answer(txl, id, side, &resp);
         }
         true
     }
@@ -420,18 +419,15 @@ impl B2bua {
             let timeout = Response::to_request(&invite, 408, reason_phrase(408));
             self.on_branch_response(txl, id, i, timeout);
         } else if let Some(i) = call.relayed.iter().position(|r| r.client_tx == key) {
-            let request = call.relayed[i].request.clone();
+            let (to, request) = (
+                in_dialog::other(call.relayed[i].from),
+                call.relayed[i].request.clone(),
+            );
             let timeout = Response::to_request(&request, 408, reason_phrase(408));
             self.on_relayed_response(txl, id, i, timeout);
-        } else if call.is_answered() && call.ended.is_none() {
-            // A request in the dialog went unanswered: the peer is gone (RFC 3261 §12.2.1.2).
-            self.end_call(
-                txl,
-                id,
-                Disposition::Answered,
-                HangupBy::System,
-                "peer stopped answering",
-            );
+            self.on_leg_lost(txl, id, to, None);
+        } else if let Some(&(_, side)) = call.own_requests.iter().find(|(k, _)| *k == key) {
+            self.on_leg_lost(txl, id, side, None);
         }
     }
 
@@ -463,18 +459,7 @@ impl B2bua {
                     self.refresh_session(txl, id, side, generation, now)
                 }
                 CallTimer::SessionExpired { side, generation } => {
-                    if self.calls.get(&id).is_some_and(|c| {
-                        c.session_generation[side_index(side)] == generation && c.ended.is_none()
-                    }) {
-                        tracing::warn!(?side, "session expired without a refresh");
-                        self.end_call(
-                            txl,
-                            id,
-                            Disposition::Answered,
-                            HangupBy::System,
-                            "session timer expired",
-                        );
-                    }
+                    self.on_session_expired(txl, id, side, generation)
                 }
             }
         }
@@ -516,37 +501,6 @@ impl B2bua {
                 give_up,
             },
         );
-    }
-
-    fn check_media(&mut self, txl: &mut TransactionLayer, id: u64, now: Instant) {
-        let Some(call) = self.calls.get(&id) else {
-            return;
-        };
-        let Some(relay) = call.media.relay.as_ref() else {
-            return;
-        };
-        if call.ended.is_some() {
-            return;
-        }
-        // A held call sends RTP one way or not at all, so only a call whose last offer
-        // (from either side) was sendrecv is checked. A leg that never sent RTP (a test
-        // tool, a phone that only listens) is not timed out; one that sent and stopped is.
-        if !call.on_hold
-            && let Some(side) = relay.media_timeout(now, self.ctx.media_timeout)
-            && relay.stats(side).rtp_packets > 0
-        {
-            call.span
-                .in_scope(|| tracing::warn!(?side, "no RTP; ending the call"));
-            self.end_call(
-                txl,
-                id,
-                Disposition::Answered,
-                HangupBy::System,
-                "media timeout",
-            );
-            return;
-        }
-        self.schedule(now + Duration::from_secs(5), id, CallTimer::MediaCheck);
     }
 
     /// An operation from the call's dialplan task.
@@ -682,62 +636,6 @@ impl B2bua {
             );
         }
         self.arm_session_timer(id, Side::A, now);
-    }
-
-    /// (Re)starts a leg's session timer after the session was set up or refreshed:
-    /// when we refresh, a refresh is due at half the interval; when the peer does, the
-    /// call ends if none comes before the interval runs out (RFC 4028 §10).
-    pub(super) fn arm_session_timer(&mut self, id: u64, side: Side, now: Instant) {
-        let Some(call) = self.calls.get_mut(&id) else {
-            return;
-        };
-        let Some(timer) = call.session_timer(side) else {
-            return;
-        };
-        let generation = call.session_generation[side_index(side)] + 1;
-        call.session_generation[side_index(side)] = generation;
-        match timer.refresh_at(now) {
-            Some(at) => self.schedule(at, id, CallTimer::SessionRefresh { side, generation }),
-            None => self.schedule(
-                timer.expires_at(now),
-                id,
-                CallTimer::SessionExpired { side, generation },
-            ),
-        }
-    }
-
-    /// Sends a session refresh: an UPDATE without a body, which changes no media
-    /// (RFC 4028 §9 allows either UPDATE or re-INVITE).
-    fn refresh_session(
-        &mut self,
-        txl: &mut TransactionLayer,
-        id: u64,
-        side: Side,
-        generation: u64,
-        now: Instant,
-    ) {
-        let Some(call) = self.calls.get_mut(&id) else {
-            return;
-        };
-        if call.ended.is_some() || call.session_generation[side_index(side)] != generation {
-            return;
-        }
-        let Some(timer) = call.session_timer(side) else {
-            return;
-        };
-        let Some((dialog, peer)) = call.leg_mut(side) else {
-            return;
-        };
-        let mut update = dialog.new_request(Method::Update, None);
-        timer.add_to_request(&mut update);
-        match txl.send_request(now, peer, update) {
-            Ok(key) => {
-                call.own_requests.push((key, side));
-                self.by_client_tx.insert(key, id);
-            }
-            Err(e) => tracing::warn!(error = %e, "session refresh not sent"),
-        }
-        self.arm_session_timer(id, side, now);
     }
 
     /// A final non-2xx (or 3xx with a Contact) to the unanswered caller, ending the call.
@@ -965,9 +863,16 @@ impl B2bua {
             let relay = Relay::start(a, b, RelayConfig::default());
             relay.set_remote(Side::A, call.a.offer.rtp_addr(0), call.a.offer.rtcp_addr(0));
             call.media.relay = Some(relay);
+            let caller = call.a.offer.direction(0).unwrap_or(Direction::SendRecv);
+            self.note_media_direction(id, Side::A, caller);
         }
+        let Some(call) = self.calls.get(&id) else {
+            return;
+        };
         if let Some(relay) = call.media.relay.as_ref() {
             relay.set_remote(side, rtp, rtcp);
+            let direction = sdp.direction(0).unwrap_or(Direction::SendRecv);
+            self.note_media_direction(id, side, direction);
         }
     }
 }

@@ -98,8 +98,8 @@ struct Counters {
     rtcp_bytes: AtomicU64,
     sent_packets: AtomicU64,
     refused_packets: AtomicU64,
-    /// Nanoseconds from the relay's start to the last accepted RTP packet.
-    last_rtp: AtomicU64,
+    /// Nanoseconds from the relay's start to the last accepted RTP or RTCP packet.
+    last_heard: AtomicU64,
 }
 
 #[derive(Clone, Copy)]
@@ -149,14 +149,16 @@ impl Leg {
             Channel::Rtp => {
                 c.rtp_packets.fetch_add(1, Ordering::Relaxed);
                 c.rtp_bytes.fetch_add(len, Ordering::Relaxed);
-                let nanos = u64::try_from(since_start.as_nanos()).unwrap_or(u64::MAX);
-                c.last_rtp.store(nanos, Ordering::Relaxed);
             }
             Channel::Rtcp => {
                 c.rtcp_packets.fetch_add(1, Ordering::Relaxed);
                 c.rtcp_bytes.fetch_add(len, Ordering::Relaxed);
             }
         }
+        // RTCP counts as a sign of life too: a muted phone with silence suppression may
+        // send no RTP for a long time but keeps reporting.
+        let nanos = u64::try_from(since_start.as_nanos()).unwrap_or(u64::MAX);
+        c.last_heard.store(nanos, Ordering::Relaxed);
     }
 }
 
@@ -216,22 +218,14 @@ impl Relay {
         }
     }
 
-    /// How long the leg's phone has sent no RTP (since the start if it never did).
-    pub fn rtp_idle(&self, side: Side, now: Instant) -> Duration {
+    /// When the leg's phone last sent RTP or RTCP that was accepted; the relay's start
+    /// if it never did. The B2BUA's media timeout compares it with the clock.
+    pub fn last_heard(&self, side: Side) -> Instant {
         let nanos = self.legs[side.index()]
             .counters
-            .last_rtp
+            .last_heard
             .load(Ordering::Relaxed);
-        now.saturating_duration_since(self.started + Duration::from_nanos(nanos))
-    }
-
-    /// The first leg that has sent no RTP for `limit`, for the B2BUA's media timeout.
-    /// A held or inactive stream legitimately goes quiet; the caller skips the check
-    /// while the leg's direction says it doesn't send.
-    pub fn media_timeout(&self, now: Instant, limit: Duration) -> Option<Side> {
-        [Side::A, Side::B]
-            .into_iter()
-            .find(|&side| self.rtp_idle(side, now) >= limit)
+        self.started + Duration::from_nanos(nanos)
     }
 
     /// Stops the task and returns once the sockets are closed and the ports free.
@@ -520,37 +514,28 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn media_timeout_names_the_silent_leg() {
+    async fn last_heard_follows_rtp_and_rtcp_of_each_leg() {
         let ports = allocator("32060-32079");
         let relay = start(&ports);
         let (a, b) = (phone().await, phone().await);
-        relay.set_remote(Side::A, Some(addr(&a)), None);
-        relay.set_remote(Side::B, Some(addr(&b)), None);
+        relay.set_remote(Side::A, Some(addr(&a)), Some(addr(&a)));
+        relay.set_remote(Side::B, Some(addr(&b)), Some(addr(&b)));
+        let started = relay.last_heard(Side::A);
+        assert_eq!(relay.last_heard(Side::B), started, "nothing heard yet");
         a.send_to(&rtp(1, 0, 0xA), rtp_addr(&relay, Side::A))
             .await
             .unwrap();
         recv(&b).await;
-        // B has been silent since the start, A since its packet.
-        let now = Instant::now();
-        let (a_idle, b_idle) = (relay.rtp_idle(Side::A, now), relay.rtp_idle(Side::B, now));
-        assert!(a_idle < b_idle);
-        let later = now + Duration::from_secs(30);
-        assert_eq!(
-            relay.rtp_idle(Side::B, later),
-            b_idle + Duration::from_secs(30)
-        );
-        assert_eq!(
-            relay.media_timeout(later, b_idle + Duration::from_secs(30)),
-            Some(Side::B)
-        );
-        assert_eq!(
-            relay.media_timeout(later, a_idle + Duration::from_secs(30)),
-            Some(Side::A)
-        );
-        assert_eq!(
-            relay.media_timeout(later, b_idle + Duration::from_secs(31)),
-            None
-        );
+        let after_rtp = relay.last_heard(Side::A);
+        assert!(after_rtp > started);
+        assert_eq!(relay.last_heard(Side::B), started, "B is still silent");
+        // An RTCP report from B is a sign of life as well.
+        b.send_to(&[0x80, 200, 0, 1, 0, 0, 0, 0xB], rtcp_addr(&relay, Side::B))
+            .await
+            .unwrap();
+        recv(&a).await;
+        assert!(relay.last_heard(Side::B) > started);
+        assert_eq!(relay.last_heard(Side::A), after_rtp);
         relay.stop().await;
     }
 

@@ -12,6 +12,7 @@ use crate::dialplan::{DialplanHandle, Services};
 use crate::media::{PortAllocator, PortRange};
 use crate::registrar::{Registrar, RegistrarSettings};
 use crate::sip::checks::Capabilities;
+use crate::sip::dialog::{MIN_SE_FLOOR, TimerPolicy};
 use crate::sip::transaction::{TimerConfig, TransactionLayer};
 use crate::store::Store;
 use crate::transport::{Dispatcher, Hub};
@@ -44,6 +45,12 @@ pub async fn run(
         tracing::info!(extensions = ?secrets.reused, file = %secrets.file.display(), "using generated passwords");
     }
     tracing::info!(config = %config.origin, sip_trace = opts.sip_trace, "starting switchboard");
+    if config.sip.min_se_secs < MIN_SE_FLOOR {
+        tracing::warn!(
+            min_se_secs = config.sip.min_se_secs,
+            "sip.min_se_secs is below the RFC 4028 minimum of {MIN_SE_FLOOR} s: for tests only"
+        );
+    }
 
     // Installed before anything reports ready, so an early SIGTERM still shuts down cleanly.
     let mut signals = ShutdownSignals::install()?;
@@ -115,7 +122,8 @@ pub async fn run(
         user_agent: config.sip.user_agent.clone(),
         t1: config.sip.t1,
         t2: config.sip.t2,
-        media_timeout: Duration::from_secs(60),
+        media_timeout: config.media.timeout,
+        timer_policy: TimerPolicy::new(config.sip.session_expires_secs, config.sip.min_se_secs),
     });
     let timers = TimerConfig {
         t1: config.sip.t1,

@@ -58,6 +58,11 @@ impl Server {
         Self::launch(sip_keys, "", false, None)
     }
 
+    /// Like [`Server::start`], with `sip_keys` added to the `[sip]` table as well.
+    pub fn start_sip_with(sip_keys: &str, extra: &str) -> Server {
+        Self::launch(sip_keys, extra, false, None)
+    }
+
     pub fn start_with(extra: &str, ipv6: bool) -> Server {
         Self::launch("", extra, ipv6, None)
     }
@@ -337,6 +342,13 @@ impl Callee {
     pub fn output(&self) -> String {
         std::fs::read_to_string(self.log.path()).unwrap_or_default()
     }
+
+    /// Waits for a callee started with `-m` to exit; true when SIPp reported every
+    /// call successful. Killed (and false) if it is still running after `limit`.
+    pub fn finished_ok(&mut self, limit: Duration) -> bool {
+        let exited = wait_until(limit, || !self.running());
+        exited && self.child.wait().is_ok_and(|s| s.success())
+    }
 }
 
 impl Drop for Callee {
@@ -355,13 +367,18 @@ impl Drop for Callee {
 
 /// The callee: a SIPp UAS on a free port, registered as 1001 by a second SIPp.
 pub fn start_callee(server: &Server) -> Callee {
+    start_callee_with(server, "uas.xml", &[])
+}
+
+/// [`start_callee`] with another UAS scenario from tests/sipp and more SIPp options.
+pub fn start_callee_with(server: &Server, scenario: &str, args: &[&str]) -> Callee {
     let port = free_port();
     let media = free_port().to_string();
     let log = tempfile::NamedTempFile::new().expect("callee log");
     let uas = sipp(
         &[
             "-sf",
-            &sipp_scenario("uas.xml"),
+            &sipp_scenario(scenario),
             "-p",
             &port.to_string(),
             "-mp",
@@ -369,6 +386,7 @@ pub fn start_callee(server: &Server) -> Callee {
         ],
         server,
     )
+    .args(args)
     .stdout(Stdio::null())
     .stderr(log.reopen().expect("callee log"))
     .spawn()

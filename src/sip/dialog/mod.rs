@@ -39,7 +39,7 @@ mod tests;
 
 pub use ids::{DialogId, new_call_id, new_tag};
 pub use incoming::Refusal;
-pub use session_timer::{Refresher, SessionExpires, SessionTimer, TimerPolicy};
+pub use session_timer::{MIN_SE_FLOOR, Refresher, SessionExpires, SessionTimer, TimerPolicy};
 pub use uac::{Forks, InviteParams, UacDialogSeed, new_uac_invite, sip_address};
 
 use crate::sip::transaction::{TransportKind, new_branch};

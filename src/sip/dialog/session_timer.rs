@@ -124,7 +124,7 @@ fn add_request_headers(req: &mut Request, se: SessionExpires, min_se: u32) {
 pub struct TimerPolicy {
     /// The interval we ask for, and the longest we accept (§4 recommends 1800 s).
     pub interval: u32,
-    /// The shortest we accept; at least [`MIN_SE_FLOOR`].
+    /// The shortest we accept; [`MIN_SE_FLOOR`] unless configured lower for tests.
     pub min_se: u32,
     /// Who refreshes when we answer a request that leaves the choice to us.
     pub uas_refresher: Refresher,
@@ -141,6 +141,16 @@ impl Default for TimerPolicy {
 }
 
 impl TimerPolicy {
+    /// The policy of `[sip] session_expires_secs` and `min_se_secs`. A minimum below
+    /// [`MIN_SE_FLOOR`] breaks §4 but lets tests see sessions expire in seconds.
+    pub fn new(interval: u32, min_se: u32) -> TimerPolicy {
+        TimerPolicy {
+            interval,
+            min_se,
+            ..TimerPolicy::default()
+        }
+    }
+
     /// Adds `Supported: timer`, Session-Expires (no refresher: the UAS picks) and
     /// Min-SE to an INVITE we originate (§7.1).
     pub fn add_to_request(&self, req: &mut Request) {
@@ -209,11 +219,12 @@ impl TimerPolicy {
     /// The timer a 2xx to our INVITE or UPDATE sets (§7.2). `None` when it has no
     /// Session-Expires: the session then has no timer (a response can turn it off).
     /// A 2xx that names no refresher breaks §9; we refresh then, since refreshes that
-    /// aren't needed cost little and a session nobody refreshes dies.
+    /// aren't needed cost little and a session nobody refreshes dies. An interval
+    /// below the Min-SE we sent breaks §9 too and is raised to it.
     pub fn from_response(&self, resp: &Response) -> Option<SessionTimer> {
         let se = SessionExpires::of(&resp.headers)?.ok()?;
         Some(SessionTimer {
-            interval: se.interval.max(MIN_SE_FLOOR),
+            interval: se.interval.max(self.min_se),
             refresher: se.refresher.unwrap_or(Refresher::Uac),
             local_role: Role::Uac,
             peer_supports: true,
@@ -485,6 +496,37 @@ mod tests {
             req.headers.get(Known::SessionExpires).unwrap(),
             "600;refresher=uac"
         );
+    }
+
+    #[test]
+    fn a_lowered_minimum_allows_short_sessions_for_tests() {
+        let policy = TimerPolicy::new(12, 6);
+        // The caller must say it accepts less than 90 s; an absent Min-SE means 90.
+        let t = policy
+            .answer(&invite(
+                "Supported: timer\r\nSession-Expires: 9;refresher=uac\r\nMin-SE: 6\r\n",
+            ))
+            .unwrap()
+            .unwrap();
+        assert_eq!(t.interval(), Duration::from_secs(9));
+        let t = policy
+            .answer(&invite("Supported: timer\r\nSession-Expires: 9\r\n"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(t.interval(), Duration::from_secs(90));
+        let mut req = Request::new(Method::Invite, Uri::parse_str("sip:b@h").unwrap());
+        policy.add_to_request(&mut req);
+        assert_eq!(req.headers.get(Known::SessionExpires).unwrap(), "12");
+        assert_eq!(req.headers.get(Known::MinSe).unwrap(), "6");
+        // A 2xx granting 8 s is taken as it is; one below our minimum is raised to it.
+        let t = policy
+            .from_response(&ok_with("Session-Expires: 8;refresher=uac\r\n"))
+            .unwrap();
+        assert_eq!(t.interval(), Duration::from_secs(8));
+        let t = policy
+            .from_response(&ok_with("Session-Expires: 2;refresher=uac\r\n"))
+            .unwrap();
+        assert_eq!(t.interval(), Duration::from_secs(6));
     }
 
     #[test]
