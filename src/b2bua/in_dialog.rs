@@ -3,7 +3,7 @@
 //! SDP rewritten, and the other leg's answer is carried back.
 
 use super::B2bua;
-use super::call::Relayed;
+use super::call::{HeldAck, Relayed};
 use super::dial::sdp_of;
 use crate::media::Side;
 use crate::sdp::Sdp;
@@ -13,7 +13,8 @@ use crate::sip::{Method, Request, Response, reason_phrase};
 use crate::store::{Disposition, HangupBy};
 use std::time::Instant;
 
-fn other(side: Side) -> Side {
+/// The leg across the bridge from `side`.
+pub(super) fn other(side: Side) -> Side {
     match side {
         Side::A => Side::B,
         Side::B => Side::A,
@@ -95,24 +96,42 @@ impl B2bua {
                 .direction(0)
                 .is_some_and(|d| d != crate::sdp::Direction::SendRecv);
             if side == Side::A {
-                call.a.offer = sdp.clone();
+                call.a.sdp = Some(sdp.clone());
             }
         }
         let (a_port, b_port) = (call.media.a_port, call.media.b_port);
-        let Some(b) = call.b.as_mut() else {
-            // Answered by the script but not bridged: answer for ourselves.
-            let mut resp = call.a.dialog.respond(&req, 200);
-            if let Some(sdp) = &offer {
-                let ours = crate::sdp::answer(
-                    sdp,
-                    &super::relayable_codecs(),
-                    call.a.our_ip,
-                    &[a_port],
-                    &mut call.a.origin,
-                );
-                resp.set_body("application/sdp", ours.to_bytes());
-            }
+        let is_offer = matches!(req.method, Method::Invite | Method::Update);
+        if is_offer && call.late_offer.is_some() {
+            // Our late offer still waits for its answer in an ACK: one exchange at a
+            // time (RFC 3261 §14.1).
+            let resp = Response::to_request(&req, 491, reason_phrase(491));
             let _ = txl.send_response(now, key, resp);
+            return;
+        }
+        let Some(b) = call.b.as_mut() else {
+            // Answered by the script but not bridged: answer for ourselves, or make our
+            // own offer to an offerless re-INVITE.
+            let mut resp = call.a.dialog.respond(&req, 200);
+            let codecs = super::relayable_codecs();
+            let (ip, origin) = (call.a.our_ip, &mut call.a.origin);
+            let late = offer.is_none() && req.method == Method::Invite;
+            match &offer {
+                Some(sdp) => {
+                    let ours = crate::sdp::answer(sdp, &codecs, ip, &[a_port], origin);
+                    resp.set_body("application/sdp", ours.to_bytes());
+                }
+                None if late => {
+                    let ours = crate::sdp::own_offer(&codecs, ip, a_port, origin);
+                    resp.set_body("application/sdp", ours.to_bytes());
+                }
+                None => {}
+            }
+            let resend = (!call.a.peer.is_reliable()).then(|| (key, resp.clone()));
+            let _ = txl.send_response(now, key, resp);
+            if late {
+                let cseq = req.cseq().map_or(0, |c| c.seq);
+                self.await_answer(id, Side::A, cseq, None, resend, now);
+            }
             return;
         };
         let (target, peer, our_ip, port, origin) = match other(side) {
@@ -125,7 +144,6 @@ impl B2bua {
             ),
             Side::B => (&mut b.dialog, b.peer, b.our_ip, b_port, &mut b.origin),
         };
-        let is_offer = matches!(req.method, Method::Invite | Method::Update);
         if is_offer && !target.can_send_offer() {
             // Our own offer on that leg is still open: glare (RFC 3261 §14.1); the
             // phone retries after its own random back-off.
@@ -181,11 +199,15 @@ impl B2bua {
         let to = other(relayed.from);
         let (a_port, b_port) = (call.media.a_port, call.media.b_port);
         let answer = sdp_of(&resp);
+        let accepted_invite = relayed.request.method == Method::Invite && resp.is_success();
+        let seq = resp.cseq().map_or(0, |c| c.seq);
+        // An offerless re-INVITE: this 2xx carries the offer, and its ACK must wait
+        // for the requester's answer (see `late_offer`).
+        let late = accepted_invite && relayed.request.body.is_empty() && answer.is_some();
         // The leg that answered: keep its dialog current, ACK a 2xx to our re-INVITE.
         if let Some((dialog, peer)) = call.leg_mut(to) {
             dialog.on_response(&resp);
-            if relayed.request.method == Method::Invite && (200..300).contains(&resp.status) {
-                let seq = resp.cseq().map(|c| c.seq).unwrap_or(0);
+            if accepted_invite && !late {
                 let ack = dialog.ack_for_2xx(seq, None);
                 txl.send_stateless(peer, bytes::Bytes::from(ack.to_bytes()));
             }
@@ -212,9 +234,24 @@ impl B2bua {
         {
             out.set_body(ct, resp.body.clone());
         }
+        let requester_reliable = match relayed.from {
+            Side::A => call.a.peer.is_reliable(),
+            Side::B => b.peer.is_reliable(),
+        };
+        let resend = (late && !requester_reliable).then(|| (relayed.server_tx, out.clone()));
         let _ = txl.send_response(now, relayed.server_tx, out);
-        if let Some(sdp) = answer {
-            self.update_relay(id, to, &sdp);
+        let Some(sdp) = answer else { return };
+        if late {
+            call.on_hold = sdp
+                .direction(0)
+                .is_some_and(|d| d != crate::sdp::Direction::SendRecv);
+            let cseq = relayed.request.cseq().map_or(0, |c| c.seq);
+            let held = HeldAck {
+                cseq: seq,
+                offer: sdp.clone(),
+            };
+            self.await_answer(id, relayed.from, cseq, Some(held), resend, now);
         }
+        self.update_relay(id, to, &sdp);
     }
 }
