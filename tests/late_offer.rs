@@ -119,3 +119,41 @@ fn a_late_offer_call_whose_ack_has_no_answer_is_ended_on_both_legs() {
     assert_eq!(cdr["hangup_cause"], "no SDP answer in the ACK", "{cdr}");
     assert_nothing_left(&server);
 }
+
+#[test]
+fn an_offerless_reinvite_gets_the_other_legs_offer_and_its_ack_carries_the_answer() {
+    // Both phones move their RTP port by 2 in the late exchange (the callee in its
+    // offer, the caller in its answer): the relay must follow both.
+    let server = Server::start(SIPP_EXTENSIONS);
+    let mut callee = start_callee_with(&server, "uas_reinvite_late_offer.xml", &["-m", "1"]);
+    let caller_media = common::free_port();
+    let caller = call_in_background(
+        &server,
+        "uac_reinvite_late_offer.xml",
+        caller_media,
+        &["-d", "3000"],
+    );
+    let wanted = (
+        format!("127.0.0.1:{}", caller_media + 2),
+        format!("127.0.0.1:{}", callee.media_port + 2),
+    );
+    let mut last = serde_json::Value::Null;
+    let moved = common::wait_until(Duration::from_secs(10), || {
+        last = admin_json(&server, "calls");
+        let call = &last["calls"][0];
+        call["a_leg"]["remote_media"] == wanted.0.as_str()
+            && call["b_leg"]["remote_media"] == wanted.1.as_str()
+    });
+    assert!(
+        moved,
+        "the relay did not follow the late exchange {wanted:?}: {last}"
+    );
+
+    let out = caller.join().expect("UAC thread");
+    assert_succeeded(&out, "uac_reinvite_late_offer");
+    callee.finish(Duration::from_secs(10));
+    let cdr = only_cdr(&server);
+    assert_eq!(cdr["disposition"], "answered", "{cdr}");
+    assert_eq!(cdr["hangup_by"], "caller", "{cdr}");
+    assert_nothing_left(&server);
+}
