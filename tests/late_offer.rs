@@ -157,3 +157,27 @@ fn an_offerless_reinvite_gets_the_other_legs_offer_and_its_ack_carries_the_answe
     assert_eq!(cdr["hangup_by"], "caller", "{cdr}");
     assert_nothing_left(&server);
 }
+
+#[test]
+fn a_late_offer_call_without_an_ack_is_ended_after_64_t1() {
+    // T1 = 100 ms: switchboard resends its 200 for 6.4 s, then gives up on the ACK; the
+    // callee is ACKed with switchboard's own answer, then both legs get a BYE.
+    let server = Server::start_sip_with("t1_ms = 100\n", SIPP_EXTENSIONS);
+    let mut callee = start_callee_with(&server, "uas_late_offer.xml", &["-m", "1"]);
+    let caller = call_in_background(
+        &server,
+        "uac_late_offer.xml",
+        common::free_port(),
+        &["-set", "answer_in_ack", "-1"],
+    );
+    let out = caller.join().expect("UAC thread");
+    assert_succeeded(&out, "uac_late_offer without an ACK");
+    callee.finish(Duration::from_secs(10));
+    let cdr = only_cdr(&server);
+    assert_eq!(cdr["hangup_by"], "system", "{cdr}");
+    // Over UDP the 2xx resend timer and the late offer's own deadline run out at the
+    // same instant; either one's cause says what happened.
+    let cause = cdr["hangup_cause"].as_str().unwrap_or_default();
+    assert!(cause.starts_with("no ACK"), "{cdr}");
+    assert_nothing_left(&server);
+}
