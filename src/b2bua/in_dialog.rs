@@ -85,6 +85,14 @@ impl B2bua {
         let offer = (!req.body.is_empty())
             .then(|| Sdp::parse(&req.body).ok())
             .flatten();
+        if self.offer_collides(id, side, &req) {
+            // An exchange is still open (RFC 3261 §14.1): our own offer on the other
+            // leg, or our late offer waiting for its answer in an ACK. The phone
+            // retries after its own random back-off; nothing of this offer is applied.
+            let resp = Response::to_request(&req, 491, reason_phrase(491));
+            let _ = txl.send_response(now, key, resp);
+            return;
+        }
         if let Some(sdp) = &offer {
             self.update_relay(id, side, sdp);
         }
@@ -100,14 +108,6 @@ impl B2bua {
             }
         }
         let (a_port, b_port) = (call.media.a_port, call.media.b_port);
-        let is_offer = matches!(req.method, Method::Invite | Method::Update);
-        if is_offer && call.late_offer.is_some() {
-            // Our late offer still waits for its answer in an ACK: one exchange at a
-            // time (RFC 3261 §14.1).
-            let resp = Response::to_request(&req, 491, reason_phrase(491));
-            let _ = txl.send_response(now, key, resp);
-            return;
-        }
         let Some(b) = call.b.as_mut() else {
             // Answered by the script but not bridged: answer for ourselves, or make our
             // own offer to an offerless re-INVITE.
@@ -144,13 +144,6 @@ impl B2bua {
             ),
             Side::B => (&mut b.dialog, b.peer, b.our_ip, b_port, &mut b.origin),
         };
-        if is_offer && !target.can_send_offer() {
-            // Our own offer on that leg is still open: glare (RFC 3261 §14.1); the
-            // phone retries after its own random back-off.
-            let resp = Response::to_request(&req, 491, reason_phrase(491));
-            let _ = txl.send_response(now, key, resp);
-            return;
-        }
         let body = match (&offer, req.body.is_empty()) {
             (Some(sdp), _) => Some(Body::sdp(
                 crate::sdp::rewrite_for_leg(sdp, our_ip, &[port], origin).to_bytes(),
@@ -178,6 +171,23 @@ impl B2bua {
                 let _ = txl.send_response(now, key, resp);
             }
         }
+    }
+
+    /// Whether `req` from `side` would start an offer/answer exchange while another
+    /// is open on the call: an INVITE, or an UPDATE with a body, and either a late
+    /// offer of ours still unanswered or an offer of ours open on the other leg.
+    fn offer_collides(&self, id: u64, side: Side, req: &Request) -> bool {
+        let Some(call) = self.calls.get(&id) else {
+            return false;
+        };
+        let starts_exchange =
+            req.method == Method::Invite || (req.method == Method::Update && !req.body.is_empty());
+        let other_leg = match other(side) {
+            Side::A => Some(&call.a.dialog),
+            Side::B => call.b.as_ref().map(|b| &b.dialog),
+        };
+        starts_exchange
+            && (call.late_offer.is_some() || other_leg.is_some_and(|d| !d.can_send_offer()))
     }
 
     /// The other leg answered a relayed request: answer the original the same way.
