@@ -1,6 +1,8 @@
 //! Dialing: B-leg INVITEs to every registered contact of the targets (in parallel, or
 //! one target after another), provisional responses relayed to the caller, the first
-//! 2xx bridged and the other branches cancelled.
+//! 2xx bridged and the other branches cancelled. When the caller's INVITE had no SDP,
+//! neither have the B-leg INVITEs, and the winner's 2xx offer is handled as a late
+//! offer (see `late_offer`).
 
 use super::call::{BLeg, Branch, DialState, HeldAck};
 use super::{B2bua, CallTimer, relayable_codecs};

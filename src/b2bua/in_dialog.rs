@@ -1,6 +1,8 @@
 //! Requests inside a call's dialogs: BYE ends the call, re-INVITE and UPDATE (hold,
 //! resume, codec or address changes) and INFO are carried to the other leg with the
-//! SDP rewritten, and the other leg's answer is carried back.
+//! SDP rewritten, and the other leg's answer is carried back. A re-INVITE without SDP
+//! goes on without; the offer in the other leg's 2xx is then a late offer (see
+//! `late_offer`).
 
 use super::B2bua;
 use super::call::{HeldAck, Relayed};
