@@ -64,11 +64,7 @@ fn callee(server: &Server, scenario: &str, vars: &[(&str, &str)]) -> common::Cal
 }
 
 fn assert_callee_ok(callee: &mut common::Callee) {
-    assert!(
-        callee.finished_ok(Duration::from_secs(40)),
-        "the callee's call failed:\n{}",
-        callee.output()
-    );
+    callee.finish(Duration::from_secs(40));
 }
 
 /// The only CDR, once written.

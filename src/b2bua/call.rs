@@ -20,8 +20,10 @@ pub struct ALeg {
     pub invite: Request,
     pub invite_tx: TxKey,
     pub peer: Peer,
-    /// The caller's SDP offer.
-    pub offer: Sdp,
+    /// The caller's latest description: the offer of its INVITE or re-INVITE, or the
+    /// answer in its ACK after a late offer (RFC 3261 §13.2.1). `None` while an
+    /// offerless INVITE has had no answer from it yet.
+    pub sdp: Option<Sdp>,
     /// Our address as this leg's phone reaches it (SDP, Contact).
     pub our_ip: IpAddr,
     pub origin: OriginState,
@@ -52,12 +54,41 @@ pub struct Branch {
 pub struct BLeg {
     pub dialog: Dialog,
     pub peer: Peer,
-    /// The ACK of its 2xx, resent for each retransmission of that 2xx.
-    pub ack: Request,
+    /// The ACK of its 2xx, resent for each retransmission of that 2xx. `None` while
+    /// the 2xx carried an offer whose answer the caller has not sent yet: no ACK may
+    /// go without it (RFC 3261 §13.2.2.4), so retransmissions are absorbed meanwhile.
+    pub ack: Option<Request>,
     pub our_ip: IpAddr,
     pub origin: OriginState,
     /// The session timer the callee's 2xx agreed to, if any.
     pub timer: Option<SessionTimer>,
+}
+
+/// An offer switchboard sent in a 2xx, whose answer is due in the ACK: the INVITE or
+/// re-INVITE it answers came without SDP (a late offer, RFC 3264 §4, RFC 3261
+/// §13.2.1). The offer is the other leg's from its own 2xx, or switchboard's own.
+pub struct LateOffer {
+    /// The leg the offer went to; its ACK for CSeq `cseq` carries the answer.
+    pub answerer: Side,
+    pub cseq: u32,
+    /// The other leg's 2xx that made the offer, still unacknowledged: its ACK must
+    /// carry the answer. `None` when the offer was switchboard's own.
+    pub held: Option<HeldAck>,
+    /// Our 2xx to a re-INVITE and its server transaction, resent until the ACK on
+    /// unreliable transports (the initial INVITE's is `ALeg::unacked_ok`).
+    pub resend: Option<(TxKey, Response)>,
+    /// When to give up waiting for the ACK (64*T1, as Timer H would); also tells this
+    /// late offer's timers from an earlier one's.
+    pub give_up: Instant,
+}
+
+/// The 2xx of our INVITE on the other leg whose offer was passed on: what its ACK needs.
+pub struct HeldAck {
+    /// CSeq of our INVITE the 2xx answered.
+    pub cseq: u32,
+    /// The offer as that leg sent it, answered by switchboard itself if the call ends
+    /// before the real answer came.
+    pub offer: Sdp,
 }
 
 /// A dial in progress: what the script asked, and where the answer goes.
@@ -121,6 +152,8 @@ pub struct Call {
     pub dialog_keys: Vec<(SipStr, SipStr)>,
     /// Bumped whenever a leg's session timer is re-armed, so stale timers are ignored.
     pub session_generation: [u64; 2],
+    /// A late offer waiting for its answer in an ACK.
+    pub late_offer: Option<LateOffer>,
 }
 
 impl Call {
@@ -129,6 +162,27 @@ impl Call {
         match side {
             Side::A => Some((&mut self.a.dialog, self.a.peer)),
             Side::B => self.b.as_mut().map(|b| (&mut b.dialog, b.peer)),
+        }
+    }
+
+    /// What writing a description for the leg on `side` takes: its dialog and peer,
+    /// our address and RTP port on it, and its o= state.
+    pub fn leg_sdp(&mut self, side: Side) -> Option<LegSdp<'_>> {
+        match side {
+            Side::A => Some(LegSdp {
+                dialog: &mut self.a.dialog,
+                peer: self.a.peer,
+                our_ip: self.a.our_ip,
+                port: self.media.a_port,
+                origin: &mut self.a.origin,
+            }),
+            Side::B => self.b.as_mut().map(|b| LegSdp {
+                dialog: &mut b.dialog,
+                peer: b.peer,
+                our_ip: b.our_ip,
+                port: self.media.b_port,
+                origin: &mut b.origin,
+            }),
         }
     }
 
@@ -142,6 +196,22 @@ impl Call {
 
     pub fn is_answered(&self) -> bool {
         self.answered_at.is_some()
+    }
+}
+
+/// One leg as [`Call::leg_sdp`] lends it.
+pub struct LegSdp<'a> {
+    pub dialog: &'a mut Dialog,
+    pub peer: Peer,
+    pub our_ip: IpAddr,
+    pub port: u16,
+    pub origin: &'a mut OriginState,
+}
+
+impl LegSdp<'_> {
+    /// `sdp`, from the other leg, as this leg is to see it.
+    pub fn rewrite(&mut self, sdp: &Sdp) -> Sdp {
+        crate::sdp::rewrite_for_leg(sdp, self.our_ip, &[self.port], self.origin)
     }
 }
 

@@ -1,12 +1,14 @@
 //! Dialing: B-leg INVITEs to every registered contact of the targets (in parallel, or
 //! one target after another), provisional responses relayed to the caller, the first
-//! 2xx bridged and the other branches cancelled.
+//! 2xx bridged and the other branches cancelled. When the caller's INVITE had no SDP,
+//! neither have the B-leg INVITEs, and the winner's 2xx offer is handled as a late
+//! offer (see `late_offer`).
 
-use super::call::{BLeg, Branch, DialState};
-use super::{B2bua, CallTimer};
+use super::call::{BLeg, Branch, DialState, HeldAck};
+use super::{B2bua, CallTimer, relayable_codecs};
 use crate::dialplan::call::{DialRequest, DialResult, DialStatus, DialTarget, Strategy};
 use crate::media::Side;
-use crate::sdp::{OriginState, Sdp};
+use crate::sdp::{OriginState, Sdp, restrict_offer};
 use crate::sip::dialog::{Body, Forks, InviteParams, new_call_id, new_uac_invite, sip_address};
 use crate::sip::transaction::{Peer, SendError, TransactionLayer, TransportKind};
 use crate::sip::{HeaderName, Host, Method, NameAddr, SipStr, SipUri, Uri};
@@ -156,8 +158,11 @@ impl B2bua {
             return false;
         };
         let mut origin = OriginState::new(rand::random::<u32>() as u64);
+        // No offer from the caller: none to the callee either; its 2xx will make one.
         let offer =
-            crate::sdp::rewrite_for_leg(&call.a.offer, our_ip, &[call.media.b_port], &mut origin);
+            call.a.sdp.as_ref().map(|sdp| {
+                crate::sdp::rewrite_for_leg(sdp, our_ip, &[call.media.b_port], &mut origin)
+            });
         let caller = call.a.dialog.remote().clone();
         let number = dial
             .request
@@ -184,7 +189,7 @@ impl B2bua {
         )));
         let mut params = InviteParams::new(contact, from, to, our_contact, sent_by);
         params.call_id = new_call_id(&format!("sb{shard}-"));
-        params.body = Some(Body::sdp(offer.to_bytes()));
+        params.body = offer.map(|o| Body::sdp(o.to_bytes()));
         params.extra_headers = dial
             .request
             .headers
@@ -306,6 +311,7 @@ impl B2bua {
             return;
         };
         let branch = &mut call.branches[index];
+        let offerless = branch.invite.body.is_empty();
         let remote_tag = resp.to().ok().and_then(|t| t.tag().map(str::to_string));
         if (101..200).contains(&status) || (200..300).contains(&status) {
             branch.forks.on_response(&resp);
@@ -332,7 +338,10 @@ impl B2bua {
                     status
                 },
             );
-            if let Some(early) = sdp_of(&resp) {
+            // SDP in a provisional to an offerless INVITE would be an offer, which only a
+            // reliable provisional may carry (RFC 3262, not supported): relay the 18x
+            // without it.
+            if let Some(early) = sdp_of(&resp).filter(|_| !offerless) {
                 let body = crate::sdp::rewrite_for_leg(
                     &early,
                     call.a.our_ip,
@@ -368,11 +377,14 @@ impl B2bua {
         remote_tag: Option<String>,
         now: Instant,
     ) {
+        let Some(peer) = self.calls.get(&id).map(|c| c.branches[index].peer) else {
+            return;
+        };
+        let our_ip = self.media_ip_for(&peer);
         let Some(call) = self.calls.get_mut(&id) else {
             return;
         };
         let cseq = call.branches[index].forks.seed().cseq();
-        let peer = call.branches[index].peer;
         let Some(dialog) = remote_tag
             .as_deref()
             .and_then(|t| call.branches[index].forks.get_mut(t))
@@ -381,35 +393,59 @@ impl B2bua {
             tracing::warn!("2xx without a usable To tag; ignoring");
             return;
         };
-        // A retransmitted 2xx of the bridged leg: resend its ACK.
+        // A retransmitted 2xx of the bridged leg: resend its ACK, or absorb it while
+        // the ACK waits for the caller's answer to the 2xx's offer.
         if let Some(b) = call.b.as_ref()
             && b.dialog.id() == dialog.id()
         {
-            txl.send_stateless(b.peer, bytes::Bytes::from(b.ack.to_bytes()));
+            if let Some(ack) = &b.ack {
+                txl.send_stateless(b.peer, bytes::Bytes::from(ack.to_bytes()));
+            }
             return;
         }
-        let ack = dialog.ack_for_2xx(cseq, None);
-        txl.send_stateless(peer, bytes::Bytes::from(ack.to_bytes()));
+        let offerless = call.branches[index].invite.body.is_empty();
+        let sdp = sdp_of(&resp);
+        // The 2xx answers our offer, or (to an offerless INVITE) makes the offer, which
+        // goes on to the caller cut down to what the bridge carries.
+        let session = match (&sdp, offerless) {
+            (Some(answer), false) => Some(Session::Answer(answer.clone())),
+            (Some(offer), true) => {
+                restrict_offer(offer, &relayable_codecs()).map(|relayable| Session::Offer {
+                    offer: offer.clone(),
+                    relayable: Box::new(relayable),
+                })
+            }
+            (None, _) => None,
+        };
         let won = call.b.is_none()
             && call.dial.is_some()
             && call.ended.is_none()
             && call.branches[index].done.is_none();
-        if !won {
-            // A second branch answered, or the dial is over: RFC 3261 §13.2.2.4 says ACK
-            // it, then end it.
+        let Some(session) = session.filter(|_| won) else {
+            // A second branch answered, or the dial is over, or the 2xx has no usable
+            // SDP: RFC 3261 §13.2.2.4 says ACK it (answering an offer it made, with
+            // whatever we can accept), then end it.
+            let our_answer = sdp.filter(|_| offerless).map(|offer| {
+                let ours = crate::sdp::answer(
+                    &offer,
+                    &relayable_codecs(),
+                    our_ip,
+                    &[call.media.b_port],
+                    &mut OriginState::new(rand::random::<u32>() as u64),
+                );
+                Body::sdp(ours.to_bytes())
+            });
+            let ack = dialog.ack_for_2xx(cseq, our_answer);
+            txl.send_stateless(peer, bytes::Bytes::from(ack.to_bytes()));
             let mut loser = dialog;
             let bye = loser.new_request(Method::Bye, None);
             let _ = txl.send_request(now, peer, bye);
-            return;
-        }
-        let Some(answer) = sdp_of(&resp) else {
-            tracing::warn!("2xx without SDP answer; ending that leg");
-            let mut loser = dialog;
-            let bye = loser.new_request(Method::Bye, None);
-            let _ = txl.send_request(now, peer, bye);
-            call.branches[index].done = Some(488);
-            self.note_status(id, DialStatus::Failed, Some(488));
-            self.attempt_finished(txl, id);
+            if won {
+                tracing::warn!(offerless, "2xx without usable SDP; ending that leg");
+                call.branches[index].done = Some(488);
+                self.note_status(id, DialStatus::Failed, Some(488));
+                self.attempt_finished(txl, id);
+            }
             return;
         };
         let target = call.branches[index].target.clone();
@@ -420,15 +456,11 @@ impl B2bua {
             }
         }
         tracing::info!(target = %target, "answered; bridging");
-        let our_ip = self.media_ip_for(&peer);
-        let Some(call) = self.calls.get_mut(&id) else {
-            return;
-        };
         let timer = self.ctx.timer_policy.from_response(&resp);
         call.b = Some(BLeg {
             dialog,
             peer,
-            ack,
+            ack: None,
             our_ip,
             origin: OriginState::new(rand::random::<u32>() as u64),
             timer,
@@ -438,19 +470,72 @@ impl B2bua {
             call.bridged_reply = dial.reply;
         }
         let a_answered = call.a.final_sent;
-        let a_body = crate::sdp::rewrite_for_leg(
-            &answer,
-            call.a.our_ip,
-            &[call.media.a_port],
-            &mut call.a.origin,
-        );
-        self.update_relay(id, Side::B, &answer);
-        if !a_answered {
-            self.send_2xx_to_caller(txl, id, Body::sdp(a_body.to_bytes()), now);
+        match session {
+            Session::Answer(answer) => {
+                self.ack_bridged(txl, id, cseq, None);
+                if !a_answered {
+                    self.answer_caller_from(txl, id, &answer, now);
+                }
+                self.update_relay(id, Side::B, &answer);
+            }
+            Session::Offer { offer, relayable } if !a_answered => {
+                // The caller answers in its ACK; the callee's ACK waits for that.
+                let cseq_a = call.a.invite.cseq().map_or(0, |c| c.seq);
+                self.answer_caller_from(txl, id, &relayable, now);
+                self.update_relay(id, Side::B, &offer);
+                let held = HeldAck { cseq, offer };
+                self.await_answer(id, Side::A, cseq_a, Some(held), None, now);
+            }
+            Session::Offer { offer, .. } => {
+                // The dialplan answered the caller already: the callee gets our answer.
+                let call = self.calls.get_mut(&id);
+                let ours = call.and_then(|c| c.leg_sdp(Side::B)).map(|leg| {
+                    crate::sdp::answer(
+                        &offer,
+                        &relayable_codecs(),
+                        leg.our_ip,
+                        &[leg.port],
+                        leg.origin,
+                    )
+                });
+                self.ack_bridged(txl, id, cseq, ours.map(|o| Body::sdp(o.to_bytes())));
+                self.update_relay(id, Side::B, &offer);
+            }
         }
         self.start_media_check(id, now);
         self.arm_session_timer(id, Side::B, now);
     }
+}
+
+impl B2bua {
+    /// ACKs the bridged callee's 2xx to our INVITE `cseq`, keeping the ACK for the
+    /// 2xx's retransmissions.
+    fn ack_bridged(&mut self, txl: &mut TransactionLayer, id: u64, cseq: u32, body: Option<Body>) {
+        let Some(b) = self.calls.get_mut(&id).and_then(|c| c.b.as_mut()) else {
+            return;
+        };
+        let ack = b.dialog.ack_for_2xx(cseq, body);
+        txl.send_stateless(b.peer, bytes::Bytes::from(ack.to_bytes()));
+        b.ack = Some(ack);
+    }
+
+    /// Answers the caller's INVITE with 200 and the callee's `sdp` rewritten for it.
+    fn answer_caller_from(&mut self, txl: &mut TransactionLayer, id: u64, sdp: &Sdp, now: Instant) {
+        let Some(leg) = self.calls.get_mut(&id).and_then(|c| c.leg_sdp(Side::A)) else {
+            return;
+        };
+        let mut leg = leg;
+        let body = leg.rewrite(sdp);
+        self.send_2xx_to_caller(txl, id, Body::sdp(body.to_bytes()), now);
+    }
+}
+
+/// What a winning branch's 2xx brought.
+enum Session {
+    /// The answer to our offer.
+    Answer(Sdp),
+    /// An offer (our INVITE had none), and that offer cut down to the relayable codecs.
+    Offer { offer: Sdp, relayable: Box<Sdp> },
 }
 
 /// The SDP body of a message, when it has one that parses.
@@ -477,7 +562,6 @@ fn uri_destination(text: &str) -> Option<(Uri, Peer)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::b2bua::relayable_codecs;
 
     #[test]
     fn failure_codes_map_to_dial_statuses() {

@@ -1,9 +1,11 @@
 //! Requests inside a call's dialogs: BYE ends the call, re-INVITE and UPDATE (hold,
 //! resume, codec or address changes) and INFO are carried to the other leg with the
-//! SDP rewritten, and the other leg's answer is carried back.
+//! SDP rewritten, and the other leg's answer is carried back. A re-INVITE without SDP
+//! goes on without; the offer in the other leg's 2xx is then a late offer (see
+//! `late_offer`).
 
 use super::B2bua;
-use super::call::Relayed;
+use super::call::{HeldAck, Relayed};
 use super::dial::sdp_of;
 use super::timers::add_session_timer;
 use crate::media::Side;
@@ -14,6 +16,7 @@ use crate::sip::{Method, Request, Response, reason_phrase};
 use crate::store::{Disposition, HangupBy};
 use std::time::Instant;
 
+/// The leg across the bridge from `side`.
 pub(super) fn other(side: Side) -> Side {
     match side {
         Side::A => Side::B,
@@ -90,6 +93,14 @@ impl B2bua {
         let offer = (!req.body.is_empty())
             .then(|| Sdp::parse(&req.body).ok())
             .flatten();
+        if self.offer_collides(id, side, &req) {
+            // An exchange is still open (RFC 3261 §14.1): our own offer on the other
+            // leg, or our late offer waiting for its answer in an ACK. The phone
+            // retries after its own random back-off; nothing of this offer is applied.
+            let resp = Response::to_request(&req, 491, reason_phrase(491));
+            let _ = txl.send_response(now, key, resp);
+            return;
+        }
         if let Some(sdp) = &offer {
             self.update_relay(id, side, sdp);
         }
@@ -99,25 +110,36 @@ impl B2bua {
         if let Some(sdp) = &offer
             && side == Side::A
         {
-            call.a.offer = sdp.clone();
+            call.a.sdp = Some(sdp.clone());
         }
         let (a_port, b_port) = (call.media.a_port, call.media.b_port);
         let other_timer = call.session_timer(other(side));
         let Some(b) = call.b.as_mut() else {
-            // Answered by the script but not bridged: answer for ourselves.
+            // Answered by the script but not bridged: answer for ourselves, or make our
+            // own offer to an offerless re-INVITE.
             let mut resp = call.a.dialog.respond(&req, 200);
-            if let Some(sdp) = &offer {
-                let ours = crate::sdp::answer(
-                    sdp,
-                    &super::relayable_codecs(),
-                    call.a.our_ip,
-                    &[a_port],
-                    &mut call.a.origin,
-                );
-                resp.set_body("application/sdp", ours.to_bytes());
+            let codecs = super::relayable_codecs();
+            let (ip, origin) = (call.a.our_ip, &mut call.a.origin);
+            let late = offer.is_none() && req.method == Method::Invite;
+            match &offer {
+                Some(sdp) => {
+                    let ours = crate::sdp::answer(sdp, &codecs, ip, &[a_port], origin);
+                    resp.set_body("application/sdp", ours.to_bytes());
+                }
+                None if late => {
+                    let ours = crate::sdp::own_offer(&codecs, ip, a_port, origin);
+                    resp.set_body("application/sdp", ours.to_bytes());
+                }
+                None => {}
             }
+            let reliable = call.a.peer.is_reliable();
             self.accept_refresh(id, side, &req, &mut resp, now);
+            let resend = (!reliable).then(|| (key, resp.clone()));
             let _ = txl.send_response(now, key, resp);
+            if late {
+                let cseq = req.cseq().map_or(0, |c| c.seq);
+                self.await_answer(id, Side::A, cseq, None, resend, now);
+            }
             return;
         };
         let (target, peer, our_ip, port, origin) = match other(side) {
@@ -130,14 +152,6 @@ impl B2bua {
             ),
             Side::B => (&mut b.dialog, b.peer, b.our_ip, b_port, &mut b.origin),
         };
-        let is_offer = matches!(req.method, Method::Invite | Method::Update);
-        if is_offer && !target.can_send_offer() {
-            // Our own offer on that leg is still open: glare (RFC 3261 §14.1); the
-            // phone retries after its own random back-off.
-            let resp = Response::to_request(&req, 491, reason_phrase(491));
-            let _ = txl.send_response(now, key, resp);
-            return;
-        }
         let body = match (&offer, req.body.is_empty()) {
             (Some(sdp), _) => Some(Body::sdp(
                 crate::sdp::rewrite_for_leg(sdp, our_ip, &[port], origin).to_bytes(),
@@ -168,6 +182,23 @@ impl B2bua {
         }
     }
 
+    /// Whether `req` from `side` would start an offer/answer exchange while another
+    /// is open on the call: an INVITE, or an UPDATE with a body, and either a late
+    /// offer of ours still unanswered or an offer of ours open on the other leg.
+    fn offer_collides(&self, id: u64, side: Side, req: &Request) -> bool {
+        let Some(call) = self.calls.get(&id) else {
+            return false;
+        };
+        let starts_exchange =
+            req.method == Method::Invite || (req.method == Method::Update && !req.body.is_empty());
+        let other_leg = match other(side) {
+            Side::A => Some(&call.a.dialog),
+            Side::B => call.b.as_ref().map(|b| &b.dialog),
+        };
+        starts_exchange
+            && (call.late_offer.is_some() || other_leg.is_some_and(|d| !d.can_send_offer()))
+    }
+
     /// The other leg answered a relayed request: answer the original the same way.
     pub(super) fn on_relayed_response(
         &mut self,
@@ -187,11 +218,15 @@ impl B2bua {
         let to = other(relayed.from);
         let (a_port, b_port) = (call.media.a_port, call.media.b_port);
         let answer = sdp_of(&resp);
+        let accepted_invite = relayed.request.method == Method::Invite && resp.is_success();
+        let seq = resp.cseq().map_or(0, |c| c.seq);
+        // An offerless re-INVITE: this 2xx carries the offer, and its ACK must wait
+        // for the requester's answer (see `late_offer`).
+        let late = accepted_invite && relayed.request.body.is_empty() && answer.is_some();
         // The leg that answered: keep its dialog current, ACK a 2xx to our re-INVITE.
         if let Some((dialog, peer)) = call.leg_mut(to) {
             dialog.on_response(&resp);
-            if relayed.request.method == Method::Invite && (200..300).contains(&resp.status) {
-                let seq = resp.cseq().map(|c| c.seq).unwrap_or(0);
+            if accepted_invite && !late {
                 let ack = dialog.ack_for_2xx(seq, None);
                 txl.send_stateless(peer, bytes::Bytes::from(ack.to_bytes()));
             }
@@ -218,11 +253,23 @@ impl B2bua {
         {
             out.set_body(ct, resp.body.clone());
         }
+        let requester_reliable = match relayed.from {
+            Side::A => call.a.peer.is_reliable(),
+            Side::B => b.peer.is_reliable(),
+        };
         self.accept_refresh(id, relayed.from, &relayed.request, &mut out, now);
         self.on_refresh_answer(id, to, relayed.request.method.clone(), &resp, now);
+        let resend = (late && !requester_reliable).then(|| (relayed.server_tx, out.clone()));
         let _ = txl.send_response(now, relayed.server_tx, out);
-        if let Some(sdp) = answer {
-            self.update_relay(id, to, &sdp);
+        let Some(sdp) = answer else { return };
+        if late {
+            let cseq = relayed.request.cseq().map_or(0, |c| c.seq);
+            let held = HeldAck {
+                cseq: seq,
+                offer: sdp.clone(),
+            };
+            self.await_answer(id, relayed.from, cseq, Some(held), resend, now);
         }
+        self.update_relay(id, to, &sdp);
     }
 }

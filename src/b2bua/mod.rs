@@ -14,6 +14,7 @@ mod cdr;
 pub mod control;
 mod dial;
 mod in_dialog;
+mod late_offer;
 mod timers;
 
 pub use cdr::CdrSink;
@@ -85,6 +86,12 @@ enum CallTimer {
     SessionRefresh { side: Side, generation: u64 },
     /// This leg's session expired without a refresh from the peer.
     SessionExpired { side: Side, generation: u64 },
+    /// Resend our 2xx carrying a late offer, or give up on its ACK (`give_up` names
+    /// the late offer, see [`call::LateOffer`]).
+    LateAnswer {
+        give_up: Instant,
+        interval: Duration,
+    },
 }
 
 /// A live call as `switchboard calls` shows it.
@@ -204,17 +211,19 @@ impl B2bua {
             resp.set_to_tag(&new_tag());
             let _ = txl.send_response(now, key, resp);
         };
+        // Without a body the offer comes later, from the callee (see `late_offer`).
         let offer = match Sdp::parse(&req.body) {
-            Ok(o) if !req.body.is_empty() => o,
-            // Offerless INVITEs (the offer in our 2xx) are not supported yet.
-            Ok(_) => return reject(txl, 488, "Not Acceptable Here (SDP offer required)"),
+            _ if req.body.is_empty() => None,
+            Ok(o) => Some(o),
             Err(_) => return reject(txl, 400, "Bad Request (malformed SDP)"),
         };
-        let Some(audio) = offer.media.iter().find(|m| m.is_rtp() && !m.is_rejected()) else {
-            return reject(txl, 488, "Not Acceptable Here (no RTP stream)");
-        };
-        if crate::sdp::negotiate(audio, &relayable_codecs()).is_empty() {
-            return reject(txl, 488, "Not Acceptable Here (no common codec)");
+        if let Some(offer) = &offer {
+            let Some(audio) = offer.media.iter().find(|m| m.is_rtp() && !m.is_rejected()) else {
+                return reject(txl, 488, "Not Acceptable Here (no RTP stream)");
+            };
+            if crate::sdp::negotiate(audio, &relayable_codecs()).is_empty() {
+                return reject(txl, 488, "Not Acceptable Here (no common codec)");
+            }
         }
         let a_ports = match self.ctx.ports.allocate() {
             Ok(p) => p,
@@ -292,7 +301,7 @@ impl B2bua {
                     invite: req,
                     invite_tx: key,
                     peer: source,
-                    offer,
+                    sdp: offer,
                     our_ip,
                     origin: OriginState::new(rand::random::<u32>() as u64),
                     final_sent: false,
@@ -320,6 +329,7 @@ impl B2bua {
                 own_requests: Vec::new(),
                 dialog_keys: vec![a_dialog_key],
                 session_generation: [0; 2],
+                late_offer: None,
             },
         );
         (self.ctx.route)(CallHandle {
@@ -359,14 +369,21 @@ impl B2bua {
         );
     }
 
-    /// An ACK for a 2xx: stops our 2xx retransmissions to the caller.
-    pub fn on_ack(&mut self, invite: Option<TxKey>, req: &Request) {
-        let id = invite
-            .and_then(|k| self.by_server_tx.get(&k).copied())
-            .or_else(|| self.dialog_of(req).map(|(id, _)| id));
-        if let Some(call) = id.and_then(|id| self.calls.get_mut(&id)) {
+    /// An ACK for a 2xx: from the caller it stops our 2xx retransmissions; it may
+    /// carry the answer to a late offer.
+    pub fn on_ack(&mut self, txl: &mut TransactionLayer, invite: Option<TxKey>, req: &Request) {
+        let Some((id, side)) = invite
+            .and_then(|k| self.by_server_tx.get(&k).map(|&id| (id, Side::A)))
+            .or_else(|| self.dialog_of(req))
+        else {
+            return;
+        };
+        if let Some(call) = self.calls.get_mut(&id)
+            && side == Side::A
+        {
             call.a.unacked_ok = None;
         }
+        self.on_late_answer(txl, id, side, req);
     }
 
     fn dialog_of(&self, req: &Request) -> Option<(u64, Side)> {
@@ -460,6 +477,9 @@ impl B2bua {
                 }
                 CallTimer::SessionExpired { side, generation } => {
                     self.on_session_expired(txl, id, side, generation)
+                }
+                CallTimer::LateAnswer { give_up, interval } => {
+                    self.on_late_answer_timer(txl, id, give_up, interval, now)
                 }
             }
         }
@@ -574,7 +594,8 @@ impl B2bua {
         }
     }
 
-    /// Answers the caller's INVITE with 200 and our SDP answer, without a bridge yet.
+    /// Answers the caller's INVITE with 200 and our SDP answer, without a bridge yet;
+    /// or with our own offer when the INVITE had none.
     fn answer_caller(
         &mut self,
         txl: &mut TransactionLayer,
@@ -587,13 +608,16 @@ impl B2bua {
         if call.a.final_sent {
             return Ok(());
         }
-        let sdp = crate::sdp::answer(
-            &call.a.offer,
-            &relayable_codecs(),
-            call.a.our_ip,
-            &[call.media.a_port],
-            &mut call.a.origin,
-        );
+        let codecs = relayable_codecs();
+        let (ip, port, origin) = (call.a.our_ip, call.media.a_port, &mut call.a.origin);
+        let Some(offer) = &call.a.sdp else {
+            let ours = crate::sdp::own_offer(&codecs, ip, port, origin);
+            let cseq = call.a.invite.cseq().map_or(0, |c| c.seq);
+            self.send_2xx_to_caller(txl, id, Body::sdp(ours.to_bytes()), now);
+            self.await_answer(id, Side::A, cseq, None, None, now);
+            return Ok(());
+        };
+        let sdp = crate::sdp::answer(offer, &codecs, ip, &[port], origin);
         self.send_2xx_to_caller(txl, id, Body::sdp(sdp.to_bytes()), now);
         Ok(())
     }
@@ -696,6 +720,7 @@ impl B2bua {
         cause: &str,
     ) {
         let now = Instant::now();
+        self.settle_late_offer(txl, id);
         let Some(call) = self.calls.get_mut(&id) else {
             return;
         };
@@ -804,7 +829,9 @@ impl B2bua {
             .filter(|c| c.ended.is_none())
             .map(|c| {
                 let relay = c.media.relay.as_ref();
-                let a_media = c.a.offer.rtp_addr(0);
+                // Where the relay sends each leg's media; before it runs, the caller's SDP.
+                let remote = |side| relay.and_then(|r| r.stats(side).rtp_remote);
+                let a_media = remote(Side::A).or_else(|| c.a.sdp.as_ref()?.rtp_addr(0));
                 CallSummary {
                     call_id: c
                         .a
@@ -836,7 +863,7 @@ impl B2bua {
                         signaling: format!("{:?} {}", b.peer.transport, b.peer.addr),
                         dialog: dialog_state(&b.dialog),
                         our_rtp_port: c.media.b_port,
-                        remote_media: None,
+                        remote_media: remote(Side::B),
                         packets_in: relay.map(|r| r.stats(Side::B).rtp_packets),
                     }),
                     ringing: c
@@ -861,9 +888,16 @@ impl B2bua {
                 return;
             };
             let relay = Relay::start(a, b, RelayConfig::default());
-            relay.set_remote(Side::A, call.a.offer.rtp_addr(0), call.a.offer.rtcp_addr(0));
+            let a_sdp = call.a.sdp.as_ref();
+            relay.set_remote(
+                Side::A,
+                a_sdp.and_then(|s| s.rtp_addr(0)),
+                a_sdp.and_then(|s| s.rtcp_addr(0)),
+            );
+            let caller = a_sdp
+                .and_then(|s| s.direction(0))
+                .unwrap_or(Direction::SendRecv);
             call.media.relay = Some(relay);
-            let caller = call.a.offer.direction(0).unwrap_or(Direction::SendRecv);
             self.note_media_direction(id, Side::A, caller);
         }
         let Some(call) = self.calls.get(&id) else {

@@ -168,6 +168,40 @@ pub fn negotiate(offer: &Media, supported: &[Codec]) -> Vec<Format> {
     answer
 }
 
+/// Payload types for an offer of `supported` (preference order): the RFC 3551 static
+/// number where the codec has one, else dynamic numbers from 96 (RFC 3551 §3).
+pub fn offer_formats(supported: &[Codec]) -> Vec<Format> {
+    let mut dynamic = 96..=127u8;
+    supported
+        .iter()
+        .filter_map(|codec| {
+            let payload_type = (0..96u8)
+                .find(|&pt| static_payload_type(pt).is_some_and(|c| c.same_codec(codec)))
+                .or_else(|| dynamic.next())?;
+            Some(Format {
+                payload_type,
+                codec: codec.clone(),
+            })
+        })
+        .collect()
+}
+
+/// The formats of `offer` whose codec is in `supported`, in the offerer's order and
+/// with its fmtp: what may be offered on to a leg when only `supported` can be carried.
+/// Empty when none of them carries media.
+pub fn supported_subset(offer: &Media, supported: &[Codec]) -> Vec<Format> {
+    let kept: Vec<Format> = offer
+        .codecs()
+        .into_iter()
+        .filter(|f| supported.iter().any(|s| s.same_codec(&f.codec)))
+        .collect();
+    if kept.iter().any(|f| f.codec.carries_media()) {
+        kept
+    } else {
+        Vec::new()
+    }
+}
+
 /// Whether two media sections have a codec that carries media in common; when two
 /// legs don't, the call can't be bridged without transcoding (488 until then).
 pub fn shares_codec(a: &Media, b: &Media) -> bool {

@@ -7,11 +7,11 @@ pub mod model;
 pub mod offer_answer;
 mod parse;
 
-pub use codec::{Codec, Format, negotiate, shares_codec};
+pub use codec::{Codec, Format, negotiate, offer_formats, shares_codec, supported_subset};
 pub use model::{
     AddrType, Address, Attribute, Connection, Direction, Line, Media, Origin, Rtpmap, Sdp,
 };
-pub use offer_answer::{OriginState, answer, rewrite_for_leg};
+pub use offer_answer::{OriginState, answer, own_offer, restrict_offer, rewrite_for_leg};
 
 use std::fmt;
 

@@ -2,8 +2,8 @@
 //! switchboard's address and ports, switchboard's own o= line, and explicit
 //! directions.
 
-use super::codec::{Codec, negotiate};
-use super::model::{Address, Attribute, Connection, Direction, Media, Origin, Sdp};
+use super::codec::{Codec, negotiate, offer_formats, supported_subset};
+use super::model::{Address, Attribute, Connection, Direction, Line, Media, Origin, Sdp};
 use std::net::IpAddr;
 
 /// The o= line switchboard writes on one leg. RFC 3264 §8 (and §5 for the first
@@ -158,6 +158,60 @@ pub fn answer(
         media.attributes.push(Attribute::Direction(direction));
     }
     rewrite_for_leg(&out, our_addr, ports, origin)
+}
+
+/// `offer`, received on one leg, cut down to an offer switchboard can make on the
+/// other when it relays only `supported` codecs (a late offer: the callee's 2xx offer
+/// goes on to the caller). RTP sections keep the offered formats of supported codecs,
+/// in the offerer's order with its fmtp, so any answer to the result also answers
+/// `offer`; other sections, and those left without a codec that carries media, are
+/// rejected in place (port 0). `None` when no section is left. Addresses, ports and
+/// o= are then written by [`rewrite_for_leg`].
+pub fn restrict_offer(offer: &Sdp, supported: &[Codec]) -> Option<Sdp> {
+    let mut out = offer.clone();
+    for media in out.media.iter_mut().filter(|m| !m.is_rejected()) {
+        let formats = supported_subset(media, supported);
+        if formats.is_empty() {
+            media.port = 0;
+        } else {
+            media.set_formats(&formats);
+        }
+    }
+    out.media.iter().any(|m| !m.is_rejected()).then_some(out)
+}
+
+/// Switchboard's own offer on a leg where it terminates media: one sendrecv audio
+/// stream of the `supported` codecs at `our_addr`:`port`. Used when the dialplan
+/// answers a call whose INVITE had no offer, so our 2xx must carry one.
+pub fn own_offer(
+    supported: &[Codec],
+    our_addr: IpAddr,
+    port: u16,
+    origin: &mut OriginState,
+) -> Sdp {
+    let mut media = Media {
+        kind: "audio".to_string(),
+        port,
+        port_count: None,
+        proto: "RTP/AVP".to_string(),
+        formats: Vec::new(),
+        lines: Vec::new(),
+        connection: None,
+        attributes: vec![Attribute::Direction(Direction::SendRecv)],
+    };
+    media.set_formats(&offer_formats(supported));
+    let sdp = Sdp {
+        origin: origin.origin(our_addr),
+        session_name: "-".to_string(),
+        lines: vec![Line {
+            kind: 't',
+            value: "0 0".to_string(),
+        }],
+        connection: None,
+        attributes: Vec::new(),
+        media: vec![media],
+    };
+    rewrite_for_leg(&sdp, our_addr, &[port], origin)
 }
 
 #[cfg(test)]
@@ -392,5 +446,62 @@ mod tests {
             out.media.iter().map(|m| m.port).collect::<Vec<_>>(),
             [20000, 0]
         );
+    }
+
+    #[test]
+    fn restricted_offer_keeps_the_offerers_supported_formats_in_its_order() {
+        let offer = sdp(BARESIP_OFFER);
+        let out = restrict_offer(&offer, &supported()).unwrap();
+        let media = &out.media[0];
+        assert_eq!(media.formats, ["0", "101"]);
+        // The offerer's fmtp (what it wants to receive) is kept, not ours.
+        assert_eq!(media.fmtp(101), Some("0-15"));
+        assert!(media.fmtp(96).is_none() && media.rtpmap(96).is_none());
+        // Everything else about the section is as offered.
+        assert!(media.has_attribute("rtcp-rsize") && media.has_attribute("ptime"));
+        assert_eq!(media.port, offer.media[0].port);
+        // Any answer to the restricted offer answers the original too.
+        let answered = answer(&out, &supported(), OUR, &[1], &mut OriginState::new(1));
+        let original_pts = &offer.media[0].formats;
+        assert!(
+            answered.media[0]
+                .formats
+                .iter()
+                .all(|f| original_pts.contains(f))
+        );
+    }
+
+    #[test]
+    fn restricted_offer_rejects_sections_without_a_supported_codec() {
+        // Audio PCMU/PCMA stays; the video section was rejected already.
+        let out = restrict_offer(&sdp(TWO_STREAMS_LF), &supported()).unwrap();
+        assert_eq!(out.media[0].formats, ["0"]);
+        assert_eq!(out.media[1].port, 0);
+        // Nothing relayable at all: no offer can be made.
+        let g729_only = [Codec::new("G729", 8000, 1)];
+        assert!(restrict_offer(&sdp(BARESIP_OFFER), &g729_only).is_none());
+        // telephone-event alone carries no audio.
+        let events_only = [Codec::new("telephone-event", 8000, 1)];
+        assert!(restrict_offer(&sdp(BARESIP_OFFER), &events_only).is_none());
+    }
+
+    #[test]
+    fn own_offer_uses_static_payload_types_where_they_exist() {
+        let codecs = [
+            Codec::new("PCMU", 8000, 1),
+            Codec::new("G722", 8000, 1),
+            Codec::new("opus", 48000, 2),
+            Codec::new("telephone-event", 8000, 1),
+        ];
+        let out = own_offer(&codecs, OUR, 20000, &mut OriginState::new(5));
+        assert_eq!(
+            text(&out),
+            "v=0\no=switchboard 5 1 IN IP4 203.0.113.1\ns=-\nc=IN IP4 203.0.113.1\nt=0 0\n\
+             m=audio 20000 RTP/AVP 0 9 96 97\na=rtpmap:0 PCMU/8000\na=rtpmap:9 G722/8000\n\
+             a=rtpmap:96 opus/48000/2\na=rtpmap:97 telephone-event/8000\na=sendrecv\n"
+        );
+        // It is an offer this module can answer.
+        let answered = answer(&out, &supported(), OUR, &[1], &mut OriginState::new(1));
+        assert_eq!(answered.media[0].formats, ["0", "97"]);
     }
 }

@@ -155,7 +155,7 @@ impl Shard {
             } => self.on_request(key, source, request),
             Event::Ack {
                 invite, request, ..
-            } => self.b2bua.on_ack(invite, &request),
+            } => self.b2bua.on_ack(&mut self.transactions, invite, &request),
             Event::Response { key, response } => {
                 if let Some((ping, sent)) = self.pings.remove(&key) {
                     self.ctx.registrar.ping_result(&ping, Some(sent.elapsed()));

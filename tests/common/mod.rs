@@ -58,7 +58,7 @@ impl Server {
         Self::launch(sip_keys, "", false, None)
     }
 
-    /// Like [`Server::start`], with `sip_keys` added to the `[sip]` table as well.
+    /// [`Server::start_sip`] plus `extra` TOML appended, as [`Server::start`].
     pub fn start_sip_with(sip_keys: &str, extra: &str) -> Server {
         Self::launch(sip_keys, extra, false, None)
     }
@@ -331,6 +331,8 @@ pub fn sipp_register(
 pub struct Callee {
     child: Child,
     log: tempfile::NamedTempFile,
+    /// The RTP port it writes in its SDP (`-mp`).
+    pub media_port: u16,
 }
 
 impl Callee {
@@ -343,11 +345,16 @@ impl Callee {
         std::fs::read_to_string(self.log.path()).unwrap_or_default()
     }
 
-    /// Waits for a callee started with `-m` to exit; true when SIPp reported every
-    /// call successful. Killed (and false) if it is still running after `limit`.
-    pub fn finished_ok(&mut self, limit: Duration) -> bool {
-        let exited = wait_until(limit, || !self.running());
-        exited && self.child.wait().is_ok_and(|s| s.success())
+    /// Waits up to `limit` for a callee started with a call count to exit; it must
+    /// have seen every call succeed (its scenario's checks included).
+    pub fn finish(&mut self, limit: Duration) {
+        wait_until(limit, || !self.running());
+        let status = self.child.try_wait().ok().flatten();
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "the SIPp callee failed or did not finish ({status:?}): {}",
+            self.output()
+        );
     }
 }
 
@@ -370,10 +377,11 @@ pub fn start_callee(server: &Server) -> Callee {
     start_callee_with(server, "uas.xml", &[])
 }
 
-/// [`start_callee`] with another UAS scenario from tests/sipp and more SIPp options.
-pub fn start_callee_with(server: &Server, scenario: &str, args: &[&str]) -> Callee {
+/// [`start_callee`] with another UAS scenario from tests/sipp and more SIPp options
+/// (`-m` makes it exit after that many calls, for [`Callee::finish`]).
+pub fn start_callee_with(server: &Server, scenario: &str, options: &[&str]) -> Callee {
     let port = free_port();
-    let media = free_port().to_string();
+    let media_port = free_port();
     let log = tempfile::NamedTempFile::new().expect("callee log");
     let uas = sipp(
         &[
@@ -382,16 +390,20 @@ pub fn start_callee_with(server: &Server, scenario: &str, args: &[&str]) -> Call
             "-p",
             &port.to_string(),
             "-mp",
-            &media,
+            &media_port.to_string(),
         ],
         server,
     )
-    .args(args)
+    .args(options)
     .stdout(Stdio::null())
     .stderr(log.reopen().expect("callee log"))
     .spawn()
     .expect("start SIPp UAS");
-    let mut callee = Callee { child: uas, log };
+    let mut callee = Callee {
+        child: uas,
+        log,
+        media_port,
+    };
     // Registered only once it listens, so no INVITE can find the port closed.
     let listening = wait_until(Duration::from_secs(10), || {
         UdpSocket::bind(("127.0.0.1", port)).is_err() || !callee.running()
@@ -430,16 +442,34 @@ pub fn call_uac_with(
     rate: u32,
     hold_ms: u32,
 ) -> std::process::Output {
-    let (port, media) = (free_port().to_string(), free_port().to_string());
     let (hold, calls, rate) = (hold_ms.to_string(), calls.to_string(), rate.to_string());
-    sipp(
+    uac(server, scenario, callee, free_port())
+        .args([
+            "-d",
+            &hold,
+            "-m",
+            &calls,
+            "-r",
+            &rate,
+            "-timeout",
+            "120s",
+            "-timeout_error",
+        ])
+        .output()
+        .expect("run SIPp UAC")
+}
+
+/// A SIPp UAC calling `callee` as 1000 with a scenario from tests/sipp, its RTP port
+/// (`-mp`) `media_port`; add the call options.
+pub fn uac(server: &Server, scenario: &str, callee: &str, media_port: u16) -> Command {
+    let mut cmd = sipp(
         &[
             "-sf",
             &sipp_scenario(scenario),
             "-p",
-            &port,
+            &free_port().to_string(),
             "-mp",
-            &media,
+            &media_port.to_string(),
             "-s",
             callee,
             "-au",
@@ -448,23 +478,9 @@ pub fn call_uac_with(
             "pw1000",
         ],
         server,
-    )
-    .args([
-        "-set",
-        "caller",
-        "1000",
-        "-d",
-        &hold,
-        "-m",
-        &calls,
-        "-r",
-        &rate,
-        "-timeout",
-        "120s",
-        "-timeout_error",
-    ])
-    .output()
-    .expect("run SIPp UAC")
+    );
+    cmd.args(["-set", "caller", "1000"]);
+    cmd
 }
 
 /// The server's call detail records, oldest first.
