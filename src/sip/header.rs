@@ -144,6 +144,19 @@ impl HeaderName {
         HeaderName { raw, known }
     }
 
+    /// A name as received in `src`. A known name spelled the canonical way shares the
+    /// static spelling rather than the message's buffer: most names are, and a slice
+    /// of the buffer costs a reference count taken and later dropped.
+    pub fn parsed(src: &SipStr, name: &str) -> Self {
+        match Known::lookup(name) {
+            Some(k) if k.canonical() == name => HeaderName::from(k),
+            known => HeaderName {
+                raw: src.slice_ref(name),
+                known,
+            },
+        }
+    }
+
     pub fn as_str(&self) -> &str {
         self.raw.as_str()
     }

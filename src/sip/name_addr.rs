@@ -2,10 +2,10 @@
 //! (RFC 3261 §20.10, §25.1).
 
 use super::params::{
-    ParamSyntax, Params, SyntaxError, is_lws, is_quoted_string, is_token, parse_params, quote,
-    unquote,
+    ParamSyntax, Params, SyntaxError, is_quoted_string, is_token, parse_params, quote, trim_lws,
+    trim_lws_end, trim_lws_start, unquote,
 };
-use super::text::SipStr;
+use super::text::{FindByte, SipStr};
 use super::uri::Uri;
 use std::fmt;
 
@@ -29,11 +29,14 @@ impl NameAddr {
     /// Parses `[display] <uri> *(;param)` or `addr-spec *(;param)`. In the addr-spec form
     /// the URI may not contain `,`, `?` or `;` (they belong to the header).
     pub fn parse(src: &SipStr, text: &str) -> Result<NameAddr, SyntaxError> {
-        let text = text.trim_matches(is_lws);
+        let text = trim_lws(text);
         let (display, uri_text, rest) = match find_laquot(text)? {
             Some(lt) => {
-                let gt = text[lt..].find('>').ok_or(SyntaxError("missing '>'"))? + lt;
-                let display = text[..lt].trim_matches(is_lws);
+                let gt = text[lt..]
+                    .find_byte(b'>')
+                    .ok_or(SyntaxError("missing '>'"))?
+                    + lt;
+                let display = trim_lws(&text[..lt]);
                 let display = if display.is_empty() {
                     None
                 } else if is_quoted_string(display)
@@ -49,8 +52,8 @@ impl NameAddr {
                 (display, &text[lt + 1..gt], &text[gt + 1..])
             }
             None => {
-                let end = text.find(';').unwrap_or(text.len());
-                let uri = text[..end].trim_end_matches(is_lws);
+                let end = text.find_byte(b';').unwrap_or(text.len());
+                let uri = trim_lws_end(&text[..end]);
                 if uri.contains(['?', ',']) {
                     return Err(SyntaxError("URI with headers must be in <>"));
                 }
@@ -58,7 +61,7 @@ impl NameAddr {
             }
         };
         let uri = Uri::parse(src, uri_text)?;
-        let rest = rest.trim_start_matches(is_lws);
+        let rest = trim_lws_start(rest);
         let params = if rest.is_empty() {
             Params::default()
         } else {

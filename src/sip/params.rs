@@ -1,7 +1,7 @@
 //! `;name=value` parameter lists as found in URIs and header fields, and the
 //! character classes of the RFC 3261 grammar they are checked against.
 
-use super::text::SipStr;
+use super::text::{FindByte, SipStr};
 use std::fmt;
 
 /// A syntax error in a message part; the text names the part for the 400 reason.
@@ -100,18 +100,15 @@ pub fn parse_params(src: &SipStr, text: &str, syntax: ParamSyntax) -> Result<Par
     }
     for raw in split_unquoted(text, b';') {
         let raw = if syntax == ParamSyntax::Header {
-            raw.trim_matches(is_lws)
+            trim_lws(raw)
         } else {
             raw
         };
-        let (name, value) = match raw.find('=') {
+        let (name, value) = match raw.find_byte(b'=') {
             Some(eq) => {
                 let (n, v) = (&raw[..eq], &raw[eq + 1..]);
                 match syntax {
-                    ParamSyntax::Header => (
-                        n.trim_end_matches(is_lws),
-                        Some(v.trim_start_matches(is_lws)),
-                    ),
+                    ParamSyntax::Header => (trim_lws_end(n), Some(trim_lws_start(v))),
                     ParamSyntax::Uri => (n, Some(v)),
                 }
             }
@@ -205,21 +202,47 @@ fn closing_quote(bytes: &[u8], from: usize) -> usize {
     bytes.len()
 }
 
-pub fn is_lws(c: char) -> bool {
-    c == ' ' || c == '\t'
+/// `s` without leading and trailing SP and HTAB. Byte loops: `trim_matches` with a
+/// char predicate decodes every char it looks at, and the parser trims each value.
+pub fn trim_lws(s: &str) -> &str {
+    trim_lws_end(trim_lws_start(s))
+}
+
+pub fn trim_lws_start(s: &str) -> &str {
+    let n = s.bytes().take_while(|&b| b == b' ' || b == b'\t').count();
+    &s[n..]
+}
+
+pub fn trim_lws_end(s: &str) -> &str {
+    let n = s
+        .bytes()
+        .rev()
+        .take_while(|&b| b == b' ' || b == b'\t')
+        .count();
+    &s[..s.len() - n]
 }
 
 /// RFC 3261 `token`.
 pub fn is_token(s: &str) -> bool {
-    !s.is_empty()
-        && s.bytes().all(|b| {
-            b.is_ascii_alphanumeric()
-                || matches!(
-                    b,
-                    b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~'
-                )
-        })
+    !s.is_empty() && s.bytes().all(|b| TOKEN_CHARS[usize::from(b)])
 }
+
+/// `token` characters by byte value: one load per byte instead of a chain of range
+/// tests (header names and every parameter are checked with it).
+static TOKEN_CHARS: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = c.is_ascii_alphanumeric()
+            || matches!(
+                c,
+                b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~'
+            );
+        b += 1;
+    }
+    table
+};
 
 /// RFC 3261 `unreserved`.
 pub fn is_unreserved(b: u8) -> bool {

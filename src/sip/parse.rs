@@ -5,8 +5,8 @@
 use super::header::{Header, HeaderName, Headers, Known};
 use super::message::{Message, Request, Response};
 use super::method::Method;
-use super::params::{SyntaxError, is_token};
-use super::text::SipStr;
+use super::params::{SyntaxError, is_token, trim_lws, trim_lws_end};
+use super::text::{FindByte, SipStr};
 use super::uri::Uri;
 use super::via::Via;
 use bytes::Bytes;
@@ -216,11 +216,11 @@ fn parse_start_line(src: &SipStr, line: &str) -> Result<StartLine, SyntaxError> 
     if let Some(rest) = line.strip_prefix("SIP/") {
         // Status-Line = SIP-Version SP Status-Code SP Reason-Phrase
         let err = SyntaxError("malformed status line");
-        let (version, rest) = rest.split_once(' ').ok_or(err)?;
+        let (version, rest) = rest.split_once_byte(b' ').ok_or(err)?;
         if version != "2.0" {
             return Err(err);
         }
-        let (code, reason) = rest.split_once(' ').unwrap_or((rest, ""));
+        let (code, reason) = rest.split_once_byte(b' ').unwrap_or((rest, ""));
         if code.len() != 3 || !code.bytes().all(|b| b.is_ascii_digit()) {
             return Err(SyntaxError("bad status code"));
         }
@@ -257,7 +257,7 @@ fn parse_start_line(src: &SipStr, line: &str) -> Result<StartLine, SyntaxError> 
 }
 
 fn is_version_number(v: &str) -> bool {
-    v.split_once('.').is_some_and(|(a, b)| {
+    v.split_once_byte(b'.').is_some_and(|(a, b)| {
         !a.is_empty()
             && !b.is_empty()
             && a.bytes().all(|c| c.is_ascii_digit())
@@ -275,21 +275,21 @@ fn parse_header_line(
     let mut folded: Option<String> = None;
     while lines.next_is_continuation() {
         let Some(cont) = lines.next_line() else { break };
-        let f = folded.get_or_insert_with(|| line.trim_end().to_string());
+        let f = folded.get_or_insert_with(|| trim_lws_end(line).to_string());
         f.push(' ');
-        f.push_str(cont.trim());
+        f.push_str(trim_lws(cont));
     }
     let colon = colon.ok_or(SyntaxError("header line without ':'"))?;
-    let name = line[..colon].trim_end_matches([' ', '\t']);
+    let name = trim_lws_end(&line[..colon]);
     if !is_token(name) {
         return Err(SyntaxError("bad header name"));
     }
     let value = match &folded {
-        Some(f) => SipStr::from(f[colon + 1..].trim()),
-        None => src.slice_ref(line[colon + 1..].trim_matches([' ', '\t'])),
+        Some(f) => SipStr::from(trim_lws(&f[colon + 1..])),
+        None => src.slice_ref(trim_lws(&line[colon + 1..])),
     };
     Ok(Header {
-        name: HeaderName::new(src.slice_ref(name)),
+        name: HeaderName::parsed(src, name),
         value,
     })
 }

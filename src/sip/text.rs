@@ -95,3 +95,31 @@ impl serde::Serialize for SipStr {
         s.serialize_str(self.as_str())
     }
 }
+
+/// Searches for an ASCII delimiter byte. `str::find(char)` and friends go through the
+/// general pattern machinery, about a hundred instructions a call before the first
+/// byte is looked at; the parts of a SIP message they split are a few dozen bytes, so
+/// a plain loop is several times cheaper (the parser profile showed ~20% in them).
+/// An ASCII byte never sits inside a UTF-8 sequence, so every index is a char boundary.
+pub trait FindByte {
+    fn find_byte(&self, b: u8) -> Option<usize>;
+    fn rfind_byte(&self, b: u8) -> Option<usize>;
+    fn split_once_byte(&self, b: u8) -> Option<(&str, &str)>;
+}
+
+impl FindByte for str {
+    fn find_byte(&self, b: u8) -> Option<usize> {
+        debug_assert!(b.is_ascii());
+        self.bytes().position(|c| c == b)
+    }
+
+    fn rfind_byte(&self, b: u8) -> Option<usize> {
+        debug_assert!(b.is_ascii());
+        self.bytes().rposition(|c| c == b)
+    }
+
+    fn split_once_byte(&self, b: u8) -> Option<(&str, &str)> {
+        let i = self.find_byte(b)?;
+        Some((&self[..i], &self[i + 1..]))
+    }
+}

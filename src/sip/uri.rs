@@ -4,7 +4,7 @@
 use super::params::{
     ParamSyntax, Params, SyntaxError, escapes_ok, is_unreserved, parse_params, unescape,
 };
-use super::text::SipStr;
+use super::text::{FindByte, SipStr};
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -122,7 +122,9 @@ fn parse_ipv6(text: &str) -> Result<Ipv6Addr, SyntaxError> {
 /// Splits `host[:port]`, with IPv6 references in brackets.
 pub fn split_hostport(text: &str) -> Result<(&str, Option<u16>), SyntaxError> {
     let (host, port) = if text.starts_with('[') {
-        let close = text.find(']').ok_or(SyntaxError("bad IPv6 reference"))?;
+        let close = text
+            .find_byte(b']')
+            .ok_or(SyntaxError("bad IPv6 reference"))?;
         let rest = &text[close + 1..];
         match rest.strip_prefix(':') {
             Some(p) => (&text[..=close], Some(p)),
@@ -130,7 +132,7 @@ pub fn split_hostport(text: &str) -> Result<(&str, Option<u16>), SyntaxError> {
             None => return Err(SyntaxError("bad host")),
         }
     } else {
-        match text.rfind(':') {
+        match text.rfind_byte(b':') {
             Some(i) if text[..i].contains(':') => {
                 return Err(SyntaxError("IPv6 address without brackets"));
             }
@@ -155,7 +157,9 @@ fn parse_port(p: &str) -> Result<u16, SyntaxError> {
 impl Uri {
     /// Parses a whole URI; `text` must be a slice of `src`.
     pub fn parse(src: &SipStr, text: &str) -> Result<Uri, SyntaxError> {
-        let colon = text.find(':').ok_or(SyntaxError("URI without scheme"))?;
+        let colon = text
+            .find_byte(b':')
+            .ok_or(SyntaxError("URI without scheme"))?;
         let scheme = &text[..colon];
         let rest = &text[colon + 1..];
         if scheme.is_empty()
@@ -251,13 +255,13 @@ impl SipUri {
     }
 
     fn parse_rest(src: &SipStr, rest: &str, secure: bool) -> Result<SipUri, SyntaxError> {
-        let (userinfo, hostpart) = match rest.find('@') {
+        let (userinfo, hostpart) = match rest.find_byte(b'@') {
             Some(at) => (Some(&rest[..at]), &rest[at + 1..]),
             None => (None, rest),
         };
         let (user, password) = match userinfo {
             Some(ui) => {
-                let (u, p) = match ui.find(':') {
+                let (u, p) = match ui.find_byte(b':') {
                     Some(c) => (&ui[..c], Some(&ui[c + 1..])),
                     None => (ui, None),
                 };
@@ -273,11 +277,11 @@ impl SipUri {
             }
             None => (None, None),
         };
-        let (before_headers, headers_text) = match hostpart.find('?') {
+        let (before_headers, headers_text) = match hostpart.find_byte(b'?') {
             Some(q) => (&hostpart[..q], Some(&hostpart[q + 1..])),
             None => (hostpart, None),
         };
-        let (hostport, params_text) = match before_headers.find(';') {
+        let (hostport, params_text) = match before_headers.find_byte(b';') {
             Some(s) => (&before_headers[..s], &before_headers[s + 1..]),
             None => (before_headers, ""),
         };
@@ -290,7 +294,9 @@ impl SipUri {
         let mut headers = Vec::new();
         if let Some(h) = headers_text {
             for pair in h.split('&') {
-                let (n, v) = pair.split_once('=').ok_or(SyntaxError("bad URI header"))?;
+                let (n, v) = pair
+                    .split_once_byte(b'=')
+                    .ok_or(SyntaxError("bad URI header"))?;
                 let ok = |s: &str| {
                     s.bytes()
                         .all(|b| is_unreserved(b) || b"[]/?:+$%".contains(&b))
@@ -385,7 +391,7 @@ impl fmt::Display for SipUri {
 
 impl TelUri {
     fn parse_rest(src: &SipStr, rest: &str) -> Result<TelUri, SyntaxError> {
-        let (number, params) = match rest.find(';') {
+        let (number, params) = match rest.find_byte(b';') {
             Some(s) => (&rest[..s], &rest[s + 1..]),
             None => (rest, ""),
         };

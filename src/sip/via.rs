@@ -1,7 +1,9 @@
 //! The Via header field value (RFC 3261 §20.42, RFC 3581 rport).
 
-use super::params::{ParamSyntax, Params, SyntaxError, is_token, parse_params};
-use super::text::SipStr;
+use super::params::{
+    ParamSyntax, Params, SyntaxError, is_token, parse_params, trim_lws, trim_lws_start,
+};
+use super::text::{FindByte, SipStr};
 use super::uri::{Host, split_hostport};
 use std::fmt;
 
@@ -21,27 +23,27 @@ impl Via {
     /// Parses one via-parm; `text` must be a slice of `src`.
     pub fn parse(src: &SipStr, text: &str) -> Result<Via, SyntaxError> {
         let err = SyntaxError("malformed Via");
-        let (head, params) = match text.find(';') {
+        let (head, params) = match text.find_byte(b';') {
             Some(i) => (&text[..i], &text[i + 1..]),
             None => (text, ""),
         };
         let mut parts = head.splitn(3, '/');
-        let name = parts.next().ok_or(err)?.trim();
-        let version = parts.next().ok_or(err)?.trim();
-        let rest = parts.next().ok_or(err)?.trim_start();
+        let name = trim_lws(parts.next().ok_or(err)?);
+        let version = trim_lws(parts.next().ok_or(err)?);
+        let rest = trim_lws_start(parts.next().ok_or(err)?);
         if !name.eq_ignore_ascii_case("SIP") || version != "2.0" {
             return Err(err);
         }
         let split = rest.find([' ', '\t']).ok_or(err)?;
         let transport = &rest[..split];
-        let sent_by = rest[split..].trim();
+        let sent_by = trim_lws(&rest[split..]);
         if !is_token(transport) || sent_by.is_empty() {
             return Err(err);
         }
         let (host, port) = split_hostport(sent_by)?;
         let host = Host::parse(src, host)?;
         let params = if text.contains(';') {
-            if params.trim().is_empty() {
+            if trim_lws(params).is_empty() {
                 return Err(SyntaxError("empty Via parameter"));
             }
             parse_params(src, params, ParamSyntax::Header)?
