@@ -69,7 +69,25 @@ fn svcrack_finds_nothing_gets_banned_and_a_real_phone_keeps_registering() {
         "the phone registers before the attack"
     );
     let dict = dict.to_string_lossy();
-    let report = attack(&svcrack, &["-u", "1000", "-d", &dict], &server);
+    // The phone keeps registering while the attack runs, and every time it succeeds.
+    let attacking = std::sync::atomic::AtomicBool::new(true);
+    let (report, during) = std::thread::scope(|s| {
+        let attacker = s.spawn(|| {
+            let report = attack(&svcrack, &["-u", "1000", "-d", &dict], &server);
+            attacking.store(false, std::sync::atomic::Ordering::Relaxed);
+            report
+        });
+        let mut during = Vec::new();
+        while attacking.load(std::sync::atomic::Ordering::Relaxed) {
+            during.push(phone_registers(&server, "127.0.0.2"));
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        (attacker.join().expect("attack thread"), during)
+    });
+    assert!(
+        !during.is_empty() && during.iter().all(|ok| *ok),
+        "the phone's registrations during the attack: {during:?}"
+    );
     assert!(
         !report.contains(PASSWORD),
         "svcrack cracked the password:\n{report}"
