@@ -89,6 +89,9 @@ pub struct HeldAck {
     /// The offer as that leg sent it, answered by switchboard itself if the call ends
     /// before the real answer came.
     pub offer: Sdp,
+    /// Our re-INVITE the 2xx answered; `None` for the initial INVITE, whose ACK is kept
+    /// in [`BLeg::ack`].
+    pub reinvite: Option<TxKey>,
 }
 
 /// A dial in progress: what the script asked, and where the answer goes.

@@ -483,7 +483,11 @@ impl B2bua {
                 let cseq_a = call.a.invite.cseq().map_or(0, |c| c.seq);
                 self.answer_caller_from(txl, id, &relayable, now);
                 self.update_relay(id, Side::B, &offer);
-                let held = HeldAck { cseq, offer };
+                let held = HeldAck {
+                    cseq,
+                    offer,
+                    reinvite: None,
+                };
                 self.await_answer(id, Side::A, cseq_a, Some(held), None, now);
             }
             Session::Offer { offer, .. } => {

@@ -94,6 +94,13 @@ enum CallTimer {
     },
 }
 
+/// The ACK of a 2xx to one of our re-INVITEs, and where it goes.
+struct KeptAck {
+    peer: Peer,
+    /// `None` while the ACK waits for the answer to a late offer (see `late_offer`).
+    ack: Option<bytes::Bytes>,
+}
+
 /// A live call as `switchboard calls` shows it.
 #[derive(Clone, Debug, Serialize)]
 pub struct CallSummary {
@@ -125,6 +132,10 @@ pub struct B2bua {
     by_server_tx: HashMap<TxKey, u64>,
     by_client_tx: HashMap<TxKey, u64>,
     by_dialog: HashMap<(SipStr, SipStr), (u64, Side)>,
+    /// The ACK for the 2xx of each re-INVITE we sent in a call's dialogs (relayed or a
+    /// session refresh), sent again for every retransmission of that 2xx (RFC 3261
+    /// §13.2.2.4) until the transaction ends, even after the call itself is gone.
+    reinvite_acks: HashMap<TxKey, KeptAck>,
     timers: BTreeMap<(Instant, u64), (u64, CallTimer)>,
     timer_seq: u64,
     next_call: u64,
@@ -148,6 +159,7 @@ impl B2bua {
             by_server_tx: HashMap::new(),
             by_client_tx: HashMap::new(),
             by_dialog: HashMap::new(),
+            reinvite_acks: HashMap::new(),
             timers: BTreeMap::new(),
             timer_seq: 0,
             next_call: 1,
@@ -395,6 +407,15 @@ impl B2bua {
 
     /// A response to one of our client transactions. Returns false when it is not ours.
     pub fn on_response(&mut self, txl: &mut TransactionLayer, key: TxKey, resp: Response) -> bool {
+        if resp.is_success()
+            && let Some(kept) = self.reinvite_acks.get(&key)
+        {
+            // A 2xx to a re-INVITE already ACKed (or whose ACK awaits a late answer).
+            if let Some(ack) = &kept.ack {
+                txl.send_stateless(kept.peer, ack.clone());
+            }
+            return true;
+        }
         let Some(&id) = self.by_client_tx.get(&key) else {
             return false;
         };
@@ -452,6 +473,23 @@ impl B2bua {
     pub fn on_terminated(&mut self, key: TxKey) {
         self.by_client_tx.remove(&key);
         self.by_server_tx.remove(&key);
+        self.reinvite_acks.remove(&key);
+    }
+
+    /// Sends the ACK for the 2xx to our re-INVITE `tx` and keeps it for the 2xx's
+    /// retransmissions. `None` absorbs them while the ACK waits for a late answer.
+    fn ack_reinvite(
+        &mut self,
+        txl: &mut TransactionLayer,
+        tx: TxKey,
+        peer: Peer,
+        ack: Option<&Request>,
+    ) {
+        let ack = ack.map(|ack| bytes::Bytes::from(ack.to_bytes()));
+        if let Some(bytes) = &ack {
+            txl.send_stateless(peer, bytes.clone());
+        }
+        self.reinvite_acks.insert(tx, KeptAck { peer, ack });
     }
 
     /// Fires due call timers.

@@ -1,0 +1,70 @@
+//! Requests inside an answered call through the real binary, with SIPp on both ends
+//! (caller 1000, callee 1001 registered by `start_callee_with`, each for one call):
+//! re-INVITEs relayed from one leg to the other, and the reordered or repeated
+//! messages RFC 3261 expects a B2BUA to cope with there. The callee runs with `-m 1`
+//! and a timeout, so its own checks count through its exit status.
+
+mod common;
+
+use common::{SIPP_EXTENSIONS, Server, assert_no_call_left, only_cdr, start_callee_with, uac};
+use std::process::{Output, Stdio};
+use std::time::Duration;
+
+/// SIPp's limit for either end's call.
+const SIPP_TIMEOUT: &str = "30s";
+
+/// One call from 1000 to 1001 with the caller scenario `scenario`, pausing `hold_ms`
+/// where it pauses; extra SIPp options in `options`.
+fn call(server: &Server, scenario: &str, hold_ms: u32, options: &[&str]) -> Output {
+    uac(server, scenario, "1001", common::free_port())
+        .args(["-d", &hold_ms.to_string()])
+        .args(["-m", "1", "-timeout", SIPP_TIMEOUT, "-timeout_error"])
+        .args(options)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run SIPp UAC")
+}
+
+/// The callee: `scenario` for exactly one call.
+fn callee(server: &Server, scenario: &str, options: &[&str]) -> common::Callee {
+    let mut args = vec!["-m", "1", "-timeout", SIPP_TIMEOUT, "-timeout_error"];
+    args.extend(options);
+    start_callee_with(server, scenario, &args)
+}
+
+fn assert_ok(out: &Output, what: &str) {
+    assert!(
+        out.status.success(),
+        "{what}:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// An answered call between 1000 and 1001 hung up by `by` with `cause`.
+fn assert_cdr(server: &Server, by: &str, cause: &str) {
+    let cdr = only_cdr(server);
+    assert_eq!(
+        (cdr["caller"].as_str(), cdr["callee"].as_str()),
+        (Some("1000"), Some("1001")),
+        "{cdr}"
+    );
+    assert_eq!(cdr["disposition"], "answered", "{cdr}");
+    assert_eq!(cdr["hangup_by"], by, "{cdr}");
+    assert_eq!(cdr["hangup_cause"], cause, "{cdr}");
+}
+
+#[test]
+fn a_retransmitted_2xx_to_a_relayed_reinvite_is_acked_again() {
+    // The callee answers the caller's hold, gets the ACK, then sends its 200 again and
+    // fails unless a second ACK comes within 2 s; the caller hangs up 3 s after the hold.
+    let server = Server::start(SIPP_EXTENSIONS);
+    // `-nr`: SIPp would take the repeated ACK (the same bytes, as it must be) for a
+    // retransmission of the first and answer it with its 200 instead of matching it.
+    let mut callee = callee(&server, "uas_reinvite_200_again.xml", &["-nr"]);
+    let out = call(&server, "uac_hold.xml", 3000, &[]);
+    assert_ok(&out, "the caller's hold or BYE failed");
+    callee.finish(Duration::from_secs(40));
+    assert_cdr(&server, "caller", "normal clearing");
+    assert_no_call_left(&server);
+}
