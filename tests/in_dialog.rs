@@ -68,3 +68,39 @@ fn a_retransmitted_2xx_to_a_relayed_reinvite_is_acked_again() {
     assert_cdr(&server, "caller", "normal clearing");
     assert_no_call_left(&server);
 }
+
+/// A server that asks for and accepts sessions of `secs` seconds (RFC 4028).
+fn session_timer_server(secs: u32) -> Server {
+    Server::start_sip_with(
+        &format!("session_expires_secs = {secs}\nmin_se_secs = {secs}\n"),
+        SIPP_EXTENSIONS,
+    )
+}
+
+#[test]
+fn a_callee_without_update_in_its_allow_is_refreshed_by_reinvite() {
+    // The callee grants 6 s with switchboard refreshing and lists no UPDATE: both
+    // refreshes (about 3 s and 6 s) must be re-INVITEs with the INVITE's SDP unchanged,
+    // which it answers and checks are ACKed; the caller hangs up at 7.5 s, after the
+    // first session would have run out unrefreshed.
+    let server = session_timer_server(6);
+    let mut callee = callee(&server, "uas_refresh_reinvite.xml", &["-set", "se", "6"]);
+    let out = call(&server, "uac.xml", 7500, &[]);
+    assert_ok(&out, "the refreshed call did not last");
+    callee.finish(Duration::from_secs(40));
+    assert_cdr(&server, "caller", "normal clearing");
+    assert_no_call_left(&server);
+}
+
+#[test]
+fn a_callee_that_refuses_update_with_405_is_refreshed_by_reinvite() {
+    // No Allow in the callee's 200, so the first refresh is an UPDATE; its 405 must
+    // bring a re-INVITE at once, and the next refresh must be a re-INVITE too.
+    let server = session_timer_server(6);
+    let mut callee = callee(&server, "uas_refresh_405.xml", &["-set", "se", "6"]);
+    let out = call(&server, "uac.xml", 7500, &[]);
+    assert_ok(&out, "the refreshed call did not last");
+    callee.finish(Duration::from_secs(40));
+    assert_cdr(&server, "caller", "normal clearing");
+    assert_no_call_left(&server);
+}

@@ -33,6 +33,8 @@ pub struct ALeg {
     pub unacked_ok: Option<Response>,
     /// The session timer agreed with the caller (RFC 4028), if any.
     pub timer: Option<SessionTimer>,
+    /// Whether session refreshes may go by UPDATE (see `timers::takes_update`).
+    pub takes_update: bool,
 }
 
 /// One INVITE we sent for a dial, with the early dialogs its responses created.
@@ -48,6 +50,9 @@ pub struct Branch {
     pub provisional: bool,
     /// The branch lost or the dial ended before any provisional: CANCEL on the first.
     pub cancel_pending: bool,
+    /// The o= state of the offer in the INVITE, kept by the leg if this branch wins
+    /// (its session id must not change in the dialog, RFC 3264 §8).
+    pub origin: OriginState,
 }
 
 /// The answered callee's leg: switchboard is its UAC.
@@ -62,6 +67,8 @@ pub struct BLeg {
     pub origin: OriginState,
     /// The session timer the callee's 2xx agreed to, if any.
     pub timer: Option<SessionTimer>,
+    /// Whether session refreshes may go by UPDATE (see `timers::takes_update`).
+    pub takes_update: bool,
 }
 
 /// An offer switchboard sent in a 2xx, whose answer is due in the ACK: the INVITE or

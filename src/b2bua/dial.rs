@@ -221,6 +221,7 @@ impl B2bua {
             done: None,
             provisional: false,
             cancel_pending: false,
+            origin,
         });
         self.by_client_tx.insert(key, id);
         self.by_dialog.insert(dialog_key.clone(), (id, Side::B));
@@ -462,8 +463,9 @@ impl B2bua {
             peer,
             ack: None,
             our_ip,
-            origin: OriginState::new(rand::random::<u32>() as u64),
+            origin: call.branches[index].origin.clone(),
             timer,
+            takes_update: super::timers::takes_update(&resp.headers),
         });
         call.answered_by = Some(target);
         if let Some(dial) = call.dial.take() {

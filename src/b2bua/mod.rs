@@ -301,6 +301,7 @@ impl B2bua {
         let a_dialog_key = (dialog.id().call_id.clone(), dialog.id().local_tag.clone());
         self.by_dialog.insert(a_dialog_key.clone(), (id, Side::A));
         let a_port = a_ports.rtp_port();
+        let takes_update = timers::takes_update(&req.headers);
         self.calls.insert(
             id,
             Call {
@@ -319,6 +320,7 @@ impl B2bua {
                     final_sent: false,
                     unacked_ok: None,
                     timer,
+                    takes_update,
                 },
                 branches: Vec::new(),
                 dial: None,
@@ -439,7 +441,7 @@ impl B2bua {
             if let Some((dialog, _)) = call.leg_mut(side) {
                 dialog.on_response(&resp);
             }
-            self.on_own_request_answer(txl, id, side, &resp);
+            self.on_own_request_answer(txl, id, side, key, &resp);
         }
         true
     }
