@@ -104,3 +104,20 @@ fn a_callee_that_refuses_update_with_405_is_refreshed_by_reinvite() {
     assert_cdr(&server, "caller", "normal clearing");
     assert_no_call_left(&server);
 }
+
+#[test]
+fn a_bye_racing_the_callees_reinvite_ends_the_call_cleanly() {
+    // The callee sends a hold re-INVITE and at once a BYE: the BYE gets 200 and the
+    // re-INVITE 487 (the callee checks both); the caller gets the relayed re-INVITE,
+    // answers it 200, gets the BYE, and must still get the ACK of its 200.
+    let server = Server::start(SIPP_EXTENSIONS);
+    let mut callee = callee(&server, "uas_reinvite_then_bye.xml", &[]);
+    let out = call(&server, "uac_held_then_bye.xml", 0, &[]);
+    assert_ok(
+        &out,
+        "the caller's re-INVITE answer went unACKed, or no BYE came",
+    );
+    callee.finish(Duration::from_secs(40));
+    assert_cdr(&server, "callee", "normal clearing");
+    assert_no_call_left(&server);
+}

@@ -126,8 +126,9 @@ pub struct Media {
 
 /// An in-dialog request relayed from one leg to the other, waiting for its answer.
 pub struct Relayed {
-    /// Our client transaction on the other leg.
+    /// Our client transaction on the other leg, and its CSeq number.
     pub client_tx: TxKey,
+    pub cseq: u32,
     /// The leg the request came from, its server transaction and the request.
     pub from: Side,
     pub server_tx: TxKey,

@@ -164,11 +164,13 @@ impl B2bua {
         };
         let mut forwarded = target.new_request(req.method.clone(), body);
         add_session_timer(other_timer, &mut forwarded);
+        let cseq = forwarded.cseq().map_or(0, |c| c.seq);
         match txl.send_request(now, peer, forwarded) {
             Ok(client_tx) => {
                 self.by_client_tx.insert(client_tx, id);
                 call.relayed.push(Relayed {
                     client_tx,
+                    cseq,
                     from: side,
                     server_tx: key,
                     request: req,

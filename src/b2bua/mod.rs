@@ -770,6 +770,25 @@ impl B2bua {
         call.ended = Some((disposition, by, cause.to_string()));
         call.span
             .in_scope(|| tracing::info!(cause, ?by, "call ended"));
+        // Requests still being relayed (a re-INVITE crossing the BYE): the phone that
+        // sent each gets 487 (RFC 3261 §15.1.2), and a 2xx the other phone still sends
+        // to our re-INVITE gets its ACK, before or after the BYE there.
+        for relayed in call.relayed.drain(..) {
+            let resp = Response::to_request(&relayed.request, 487, reason_phrase(487));
+            let _ = txl.send_response(now, relayed.server_tx, resp);
+            let to = match in_dialog::other(relayed.from) {
+                Side::A => Some((&call.a.dialog, call.a.peer)),
+                Side::B => call.b.as_ref().map(|b| (&b.dialog, b.peer)),
+            };
+            if let Some((dialog, peer)) = to
+                && relayed.request.method == Method::Invite
+            {
+                let ack = dialog.ack_for_2xx(relayed.cseq, None).to_bytes();
+                let ack = Some(bytes::Bytes::from(ack));
+                self.reinvite_acks
+                    .insert(relayed.client_tx, KeptAck { peer, ack });
+            }
+        }
         for i in 0..call.branches.len() {
             dial::cancel_branch(txl, &mut call.branches[i], now);
         }
