@@ -121,3 +121,51 @@ fn a_bye_racing_the_callees_reinvite_ends_the_call_cleanly() {
     assert_cdr(&server, "callee", "normal clearing");
     assert_no_call_left(&server);
 }
+
+#[test]
+fn an_offerless_reinvite_from_the_callee_gets_the_callers_offer() {
+    // The callee's re-INVITE has no SDP; the caller offers in its 200 and the callee
+    // answers in its ACK, both moving their RTP port by 2: the relay must follow both.
+    let server = Server::start(SIPP_EXTENSIONS);
+    let mut callee = callee(&server, "uas_offerless_reinvite.xml", &[]);
+    let caller_media = common::free_port();
+    let mut cmd = uac(
+        &server,
+        "uac_offer_in_reinvite_200.xml",
+        "1001",
+        caller_media,
+    );
+    cmd.args([
+        "-d",
+        "3000",
+        "-m",
+        "1",
+        "-timeout",
+        SIPP_TIMEOUT,
+        "-timeout_error",
+    ])
+    .stdin(Stdio::null());
+    let caller = std::thread::spawn(move || cmd.output().expect("run SIPp UAC"));
+    let wanted = (
+        format!("127.0.0.1:{}", caller_media + 2),
+        format!("127.0.0.1:{}", callee.media_port + 2),
+    );
+    let mut last = serde_json::Value::Null;
+    let moved = common::wait_until(Duration::from_secs(10), || {
+        last = common::admin_json(&server, "calls");
+        let call = &last["calls"][0];
+        call["a_leg"]["remote_media"] == wanted.0.as_str()
+            && call["b_leg"]["remote_media"] == wanted.1.as_str()
+    });
+    assert!(
+        moved,
+        "the relay did not follow the exchange {wanted:?}: {last}"
+    );
+    assert_ok(
+        &caller.join().expect("UAC thread"),
+        "the caller's side failed",
+    );
+    callee.finish(Duration::from_secs(40));
+    assert_cdr(&server, "caller", "normal clearing");
+    assert_no_call_left(&server);
+}
