@@ -16,13 +16,25 @@ const SIPP_TIMEOUT: &str = "30s";
 /// One call from 1000 to 1001 with the caller scenario `scenario`, pausing `hold_ms`
 /// where it pauses; extra SIPp options in `options`.
 fn call(server: &Server, scenario: &str, hold_ms: u32, options: &[&str]) -> Output {
-    uac(server, scenario, "1001", common::free_port())
-        .args(["-d", &hold_ms.to_string()])
+    call_in_background(server, scenario, common::free_port(), hold_ms, options)
+        .join()
+        .expect("UAC thread")
+}
+
+/// [`call`] on another thread, the caller's RTP port `media`, to watch the call.
+fn call_in_background(
+    server: &Server,
+    scenario: &str,
+    media: u16,
+    hold_ms: u32,
+    options: &[&str],
+) -> std::thread::JoinHandle<Output> {
+    let mut cmd = uac(server, scenario, "1001", media);
+    cmd.args(["-d", &hold_ms.to_string()])
         .args(["-m", "1", "-timeout", SIPP_TIMEOUT, "-timeout_error"])
         .args(options)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run SIPp UAC")
+        .stdin(Stdio::null());
+    std::thread::spawn(move || cmd.output().expect("run SIPp UAC"))
 }
 
 /// The callee: `scenario` for exactly one call.
@@ -129,23 +141,13 @@ fn an_offerless_reinvite_from_the_callee_gets_the_callers_offer() {
     let server = Server::start(SIPP_EXTENSIONS);
     let mut callee = callee(&server, "uas_offerless_reinvite.xml", &[]);
     let caller_media = common::free_port();
-    let mut cmd = uac(
+    let caller = call_in_background(
         &server,
         "uac_offer_in_reinvite_200.xml",
-        "1001",
         caller_media,
+        3000,
+        &[],
     );
-    cmd.args([
-        "-d",
-        "3000",
-        "-m",
-        "1",
-        "-timeout",
-        SIPP_TIMEOUT,
-        "-timeout_error",
-    ])
-    .stdin(Stdio::null());
-    let caller = std::thread::spawn(move || cmd.output().expect("run SIPp UAC"));
     let wanted = (
         format!("127.0.0.1:{}", caller_media + 2),
         format!("127.0.0.1:{}", callee.media_port + 2),
@@ -164,6 +166,38 @@ fn an_offerless_reinvite_from_the_callee_gets_the_callers_offer() {
     assert_ok(
         &caller.join().expect("UAC thread"),
         "the caller's side failed",
+    );
+    callee.finish(Duration::from_secs(40));
+    assert_cdr(&server, "caller", "normal clearing");
+    assert_no_call_left(&server);
+}
+
+#[test]
+fn a_late_offer_call_from_a_caller_on_tcp() {
+    // Over TCP switchboard does not resend its 200 (the transport is reliable); the
+    // answer still has to come from the caller's ACK and reach the callee's.
+    let server = Server::start(SIPP_EXTENSIONS);
+    let mut callee = start_callee_with(&server, "uas_late_offer.xml", &["-m", "1"]);
+    let caller = call_in_background(
+        &server,
+        "uac_late_offer.xml",
+        common::free_port(),
+        2000,
+        &["-t", "t1", "-set", "answer_in_ack", "1"],
+    );
+    let mut last = serde_json::Value::Null;
+    let on_tcp = common::wait_until(Duration::from_secs(10), || {
+        last = common::admin_json(&server, "calls");
+        let call = &last["calls"][0];
+        call["state"] == "bridged"
+            && call["a_leg"]["signaling"]
+                .as_str()
+                .is_some_and(|s| s.starts_with("Tcp"))
+    });
+    assert!(on_tcp, "no bridged call with the caller on TCP: {last}");
+    assert_ok(
+        &caller.join().expect("UAC thread"),
+        "the late-offer call over TCP failed",
     );
     callee.finish(Duration::from_secs(40));
     assert_cdr(&server, "caller", "normal clearing");
