@@ -33,6 +33,8 @@ pub struct ALeg {
     pub unacked_ok: Option<Response>,
     /// The session timer agreed with the caller (RFC 4028), if any.
     pub timer: Option<SessionTimer>,
+    /// Whether session refreshes may go by UPDATE (see `timers::takes_update`).
+    pub takes_update: bool,
 }
 
 /// One INVITE we sent for a dial, with the early dialogs its responses created.
@@ -48,6 +50,9 @@ pub struct Branch {
     pub provisional: bool,
     /// The branch lost or the dial ended before any provisional: CANCEL on the first.
     pub cancel_pending: bool,
+    /// The o= state of the offer in the INVITE, kept by the leg if this branch wins
+    /// (its session id must not change in the dialog, RFC 3264 §8).
+    pub origin: OriginState,
 }
 
 /// The answered callee's leg: switchboard is its UAC.
@@ -62,6 +67,8 @@ pub struct BLeg {
     pub origin: OriginState,
     /// The session timer the callee's 2xx agreed to, if any.
     pub timer: Option<SessionTimer>,
+    /// Whether session refreshes may go by UPDATE (see `timers::takes_update`).
+    pub takes_update: bool,
 }
 
 /// An offer switchboard sent in a 2xx, whose answer is due in the ACK: the INVITE or
@@ -89,6 +96,9 @@ pub struct HeldAck {
     /// The offer as that leg sent it, answered by switchboard itself if the call ends
     /// before the real answer came.
     pub offer: Sdp,
+    /// Our re-INVITE the 2xx answered; `None` for the initial INVITE, whose ACK is kept
+    /// in [`BLeg::ack`].
+    pub reinvite: Option<TxKey>,
 }
 
 /// A dial in progress: what the script asked, and where the answer goes.
@@ -116,8 +126,9 @@ pub struct Media {
 
 /// An in-dialog request relayed from one leg to the other, waiting for its answer.
 pub struct Relayed {
-    /// Our client transaction on the other leg.
+    /// Our client transaction on the other leg, and its CSeq number.
     pub client_tx: TxKey,
+    pub cseq: u32,
     /// The leg the request came from, its server transaction and the request.
     pub from: Side,
     pub server_tx: TxKey,

@@ -221,6 +221,7 @@ impl B2bua {
             done: None,
             provisional: false,
             cancel_pending: false,
+            origin,
         });
         self.by_client_tx.insert(key, id);
         self.by_dialog.insert(dialog_key.clone(), (id, Side::B));
@@ -462,8 +463,9 @@ impl B2bua {
             peer,
             ack: None,
             our_ip,
-            origin: OriginState::new(rand::random::<u32>() as u64),
+            origin: call.branches[index].origin.clone(),
             timer,
+            takes_update: super::timers::takes_update(&resp.headers),
         });
         call.answered_by = Some(target);
         if let Some(dial) = call.dial.take() {
@@ -483,7 +485,11 @@ impl B2bua {
                 let cseq_a = call.a.invite.cseq().map_or(0, |c| c.seq);
                 self.answer_caller_from(txl, id, &relayable, now);
                 self.update_relay(id, Side::B, &offer);
-                let held = HeldAck { cseq, offer };
+                let held = HeldAck {
+                    cseq,
+                    offer,
+                    reinvite: None,
+                };
                 self.await_answer(id, Side::A, cseq_a, Some(held), None, now);
             }
             Session::Offer { offer, .. } => {

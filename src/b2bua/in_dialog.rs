@@ -164,11 +164,13 @@ impl B2bua {
         };
         let mut forwarded = target.new_request(req.method.clone(), body);
         add_session_timer(other_timer, &mut forwarded);
+        let cseq = forwarded.cseq().map_or(0, |c| c.seq);
         match txl.send_request(now, peer, forwarded) {
             Ok(client_tx) => {
                 self.by_client_tx.insert(client_tx, id);
                 call.relayed.push(Relayed {
                     client_tx,
+                    cseq,
                     from: side,
                     server_tx: key,
                     request: req,
@@ -223,14 +225,19 @@ impl B2bua {
         // An offerless re-INVITE: this 2xx carries the offer, and its ACK must wait
         // for the requester's answer (see `late_offer`).
         let late = accepted_invite && relayed.request.body.is_empty() && answer.is_some();
-        // The leg that answered: keep its dialog current, ACK a 2xx to our re-INVITE.
-        if let Some((dialog, peer)) = call.leg_mut(to) {
-            dialog.on_response(&resp);
-            if accepted_invite && !late {
-                let ack = dialog.ack_for_2xx(seq, None);
-                txl.send_stateless(peer, bytes::Bytes::from(ack.to_bytes()));
-            }
+        // The leg that answered: keep its dialog current, ACK a 2xx to our re-INVITE
+        // (a late offer's ACK waits for the answer).
+        let Some((dialog, peer)) = call.leg_mut(to) else {
+            return;
+        };
+        dialog.on_response(&resp);
+        if accepted_invite {
+            let ack = (!late).then(|| dialog.ack_for_2xx(seq, None));
+            self.ack_reinvite(txl, relayed.client_tx, peer, ack.as_ref());
         }
+        let Some(call) = self.calls.get_mut(&id) else {
+            return;
+        };
         let Some(b) = call.b.as_mut() else { return };
         let (source, our_ip, port, origin) = match relayed.from {
             Side::A => (
@@ -267,6 +274,7 @@ impl B2bua {
             let held = HeldAck {
                 cseq: seq,
                 offer: sdp.clone(),
+                reinvite: Some(relayed.client_tx),
             };
             self.await_answer(id, relayed.from, cseq, Some(held), resend, now);
         }

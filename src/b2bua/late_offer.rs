@@ -11,7 +11,7 @@
 //! is a valid one. When the dialplan answers an offerless call itself, the offer in
 //! our 2xx is switchboard's own.
 
-use super::call::{Call, HeldAck, LateOffer, LegSdp};
+use super::call::{HeldAck, LateOffer, LegSdp};
 use super::{B2bua, CallTimer, relayable_codecs};
 use crate::media::Side;
 use crate::sdp::Sdp;
@@ -131,15 +131,15 @@ impl B2bua {
         let Some(late) = call.late_offer.take() else {
             return;
         };
-        if let Some(held) = late.held {
-            let to = super::in_dialog::other(side);
-            ack_held(txl, call, to, held.cseq, |leg| leg.rewrite(&answer));
-        }
         if side == Side::A {
             call.a.sdp = Some(answer.clone());
         }
         call.span
             .in_scope(|| tracing::info!(?side, "late offer answered"));
+        if let Some(held) = late.held {
+            let to = super::in_dialog::other(side);
+            self.ack_held(txl, id, to, &held, |leg| leg.rewrite(&answer));
+        }
         self.update_relay(id, side, &answer);
     }
 
@@ -194,7 +194,7 @@ impl B2bua {
             return;
         };
         let (to, held) = held;
-        ack_held(txl, call, to, held.cseq, |leg| {
+        self.ack_held(txl, id, to, &held, |leg| {
             crate::sdp::answer(
                 &held.offer,
                 &relayable_codecs(),
@@ -204,28 +204,37 @@ impl B2bua {
             )
         });
     }
-}
 
-/// ACKs the held 2xx (to our INVITE `cseq`) of the leg on `to`, with the answer
-/// `write` makes for that leg. The B leg's first ACK is kept for the 2xx's
-/// retransmissions.
-fn ack_held(
-    txl: &mut TransactionLayer,
-    call: &mut Call,
-    to: Side,
-    cseq: u32,
-    write: impl FnOnce(&mut LegSdp<'_>) -> Sdp,
-) {
-    let Some(mut leg) = call.leg_sdp(to) else {
-        return;
-    };
-    let answer = write(&mut leg);
-    let ack = leg
-        .dialog
-        .ack_for_2xx(cseq, Some(Body::sdp(answer.to_bytes())));
-    txl.send_stateless(leg.peer, bytes::Bytes::from(ack.to_bytes()));
-    if let Some(b) = call.b.as_mut().filter(|b| to == Side::B && b.ack.is_none()) {
-        b.ack = Some(ack);
+    /// ACKs the held 2xx of the leg on `to`, with the answer `write` makes for that
+    /// leg, keeping the ACK for the 2xx's retransmissions.
+    fn ack_held(
+        &mut self,
+        txl: &mut TransactionLayer,
+        id: u64,
+        to: Side,
+        held: &HeldAck,
+        write: impl FnOnce(&mut LegSdp<'_>) -> Sdp,
+    ) {
+        let Some(call) = self.calls.get_mut(&id) else {
+            return;
+        };
+        let Some(mut leg) = call.leg_sdp(to) else {
+            return;
+        };
+        let answer = write(&mut leg);
+        let ack = leg
+            .dialog
+            .ack_for_2xx(held.cseq, Some(Body::sdp(answer.to_bytes())));
+        let peer = leg.peer;
+        match held.reinvite {
+            Some(tx) => self.ack_reinvite(txl, tx, peer, Some(&ack)),
+            None => {
+                txl.send_stateless(peer, bytes::Bytes::from(ack.to_bytes()));
+                if let Some(b) = call.b.as_mut().filter(|_| to == Side::B) {
+                    b.ack = Some(ack);
+                }
+            }
+        }
     }
 }
 

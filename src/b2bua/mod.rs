@@ -94,6 +94,13 @@ enum CallTimer {
     },
 }
 
+/// The ACK of a 2xx to one of our re-INVITEs, and where it goes.
+struct KeptAck {
+    peer: Peer,
+    /// `None` while the ACK waits for the answer to a late offer (see `late_offer`).
+    ack: Option<bytes::Bytes>,
+}
+
 /// A live call as `switchboard calls` shows it.
 #[derive(Clone, Debug, Serialize)]
 pub struct CallSummary {
@@ -125,6 +132,10 @@ pub struct B2bua {
     by_server_tx: HashMap<TxKey, u64>,
     by_client_tx: HashMap<TxKey, u64>,
     by_dialog: HashMap<(SipStr, SipStr), (u64, Side)>,
+    /// The ACK for the 2xx of each re-INVITE we sent in a call's dialogs (relayed or a
+    /// session refresh), sent again for every retransmission of that 2xx (RFC 3261
+    /// §13.2.2.4) until the transaction ends, even after the call itself is gone.
+    reinvite_acks: HashMap<TxKey, KeptAck>,
     timers: BTreeMap<(Instant, u64), (u64, CallTimer)>,
     timer_seq: u64,
     next_call: u64,
@@ -148,6 +159,7 @@ impl B2bua {
             by_server_tx: HashMap::new(),
             by_client_tx: HashMap::new(),
             by_dialog: HashMap::new(),
+            reinvite_acks: HashMap::new(),
             timers: BTreeMap::new(),
             timer_seq: 0,
             next_call: 1,
@@ -289,6 +301,7 @@ impl B2bua {
         let a_dialog_key = (dialog.id().call_id.clone(), dialog.id().local_tag.clone());
         self.by_dialog.insert(a_dialog_key.clone(), (id, Side::A));
         let a_port = a_ports.rtp_port();
+        let takes_update = timers::takes_update(&req.headers);
         self.calls.insert(
             id,
             Call {
@@ -307,6 +320,7 @@ impl B2bua {
                     final_sent: false,
                     unacked_ok: None,
                     timer,
+                    takes_update,
                 },
                 branches: Vec::new(),
                 dial: None,
@@ -395,6 +409,15 @@ impl B2bua {
 
     /// A response to one of our client transactions. Returns false when it is not ours.
     pub fn on_response(&mut self, txl: &mut TransactionLayer, key: TxKey, resp: Response) -> bool {
+        if resp.is_success()
+            && let Some(kept) = self.reinvite_acks.get(&key)
+        {
+            // A 2xx to a re-INVITE already ACKed (or whose ACK awaits a late answer).
+            if let Some(ack) = &kept.ack {
+                txl.send_stateless(kept.peer, ack.clone());
+            }
+            return true;
+        }
         let Some(&id) = self.by_client_tx.get(&key) else {
             return false;
         };
@@ -418,7 +441,7 @@ impl B2bua {
             if let Some((dialog, _)) = call.leg_mut(side) {
                 dialog.on_response(&resp);
             }
-            self.on_own_request_answer(txl, id, side, &resp);
+            self.on_own_request_answer(txl, id, side, key, &resp);
         }
         true
     }
@@ -452,6 +475,23 @@ impl B2bua {
     pub fn on_terminated(&mut self, key: TxKey) {
         self.by_client_tx.remove(&key);
         self.by_server_tx.remove(&key);
+        self.reinvite_acks.remove(&key);
+    }
+
+    /// Sends the ACK for the 2xx to our re-INVITE `tx` and keeps it for the 2xx's
+    /// retransmissions. `None` absorbs them while the ACK waits for a late answer.
+    fn ack_reinvite(
+        &mut self,
+        txl: &mut TransactionLayer,
+        tx: TxKey,
+        peer: Peer,
+        ack: Option<&Request>,
+    ) {
+        let ack = ack.map(|ack| bytes::Bytes::from(ack.to_bytes()));
+        if let Some(bytes) = &ack {
+            txl.send_stateless(peer, bytes.clone());
+        }
+        self.reinvite_acks.insert(tx, KeptAck { peer, ack });
     }
 
     /// Fires due call timers.
@@ -730,6 +770,25 @@ impl B2bua {
         call.ended = Some((disposition, by, cause.to_string()));
         call.span
             .in_scope(|| tracing::info!(cause, ?by, "call ended"));
+        // Requests still being relayed (a re-INVITE crossing the BYE): the phone that
+        // sent each gets 487 (RFC 3261 §15.1.2), and a 2xx the other phone still sends
+        // to our re-INVITE gets its ACK, before or after the BYE there.
+        for relayed in call.relayed.drain(..) {
+            let resp = Response::to_request(&relayed.request, 487, reason_phrase(487));
+            let _ = txl.send_response(now, relayed.server_tx, resp);
+            let to = match in_dialog::other(relayed.from) {
+                Side::A => Some((&call.a.dialog, call.a.peer)),
+                Side::B => call.b.as_ref().map(|b| (&b.dialog, b.peer)),
+            };
+            if let Some((dialog, peer)) = to
+                && relayed.request.method == Method::Invite
+            {
+                let ack = dialog.ack_for_2xx(relayed.cseq, None).to_bytes();
+                let ack = Some(bytes::Bytes::from(ack));
+                self.reinvite_acks
+                    .insert(relayed.client_tx, KeptAck { peer, ack });
+            }
+        }
         for i in 0..call.branches.len() {
             dial::cancel_branch(txl, &mut call.branches[i], now);
         }

@@ -7,9 +7,9 @@ use super::call::Call;
 use super::{B2bua, CallTimer, side_index};
 use crate::media::Side;
 use crate::sdp::Direction;
-use crate::sip::dialog::SessionTimer;
-use crate::sip::transaction::TransactionLayer;
-use crate::sip::{Method, Request, Response};
+use crate::sip::dialog::{Body, SessionTimer};
+use crate::sip::transaction::{TransactionLayer, TxKey};
+use crate::sip::{Headers, Known, Method, Request, Response};
 use crate::store::{Disposition, HangupBy};
 use std::time::{Duration, Instant};
 
@@ -78,6 +78,24 @@ fn party(side: Side) -> &'static str {
 }
 
 impl Call {
+    fn takes_update(&self, side: Side) -> bool {
+        match side {
+            Side::A => self.a.takes_update,
+            Side::B => self.b.as_ref().is_some_and(|b| b.takes_update),
+        }
+    }
+
+    fn set_takes_update(&mut self, side: Side, takes: bool) {
+        match side {
+            Side::A => self.a.takes_update = takes,
+            Side::B => {
+                if let Some(b) = self.b.as_mut() {
+                    b.takes_update = takes;
+                }
+            }
+        }
+    }
+
     fn set_session_timer(&mut self, side: Side, timer: Option<SessionTimer>) {
         match side {
             Side::A => self.a.timer = timer,
@@ -156,9 +174,12 @@ impl B2bua {
         );
     }
 
-    /// Sends a session refresh: an UPDATE without a body, which changes no media
-    /// (RFC 4028 §9 allows either UPDATE or re-INVITE). Its 2xx re-arms the timer
-    /// ([`B2bua::on_own_request_answer`]); without one the session expires.
+    /// Sends a session refresh (RFC 4028 §7.4, §9): an UPDATE without a body when the
+    /// phone takes UPDATE, else a re-INVITE offering the description last sent on the
+    /// leg, o= line and all, so it changes nothing (RFC 3264 §8). Its 2xx re-arms the
+    /// timer ([`B2bua::on_own_request_answer`]); without one the session expires. A
+    /// re-INVITE waits while another offer/answer exchange runs on the call (that one,
+    /// answered, refreshes the session too, §10).
     pub(super) fn refresh_session(
         &mut self,
         txl: &mut TransactionLayer,
@@ -176,12 +197,31 @@ impl B2bua {
         let Some(timer) = call.session_timer(side) else {
             return;
         };
-        let Some((dialog, peer)) = call.leg_mut(side) else {
+        let by_update = call.takes_update(side);
+        let late_offer_open = call.late_offer.is_some();
+        let Some(leg) = call.leg_sdp(side) else {
             return;
         };
-        let mut update = dialog.new_request(Method::Update, None);
-        timer.add_to_request(&mut update);
-        match txl.send_request(now, peer, update) {
+        let mut refresh = if by_update {
+            leg.dialog.new_request(Method::Update, None)
+        } else {
+            if late_offer_open || !leg.dialog.can_send_offer() {
+                let delay = leg.dialog.glare_retry_delay(rand::random());
+                self.schedule(
+                    now + delay,
+                    id,
+                    CallTimer::SessionRefresh { side, generation },
+                );
+                return;
+            }
+            let Some(ours) = leg.origin.last_sent() else {
+                return;
+            };
+            let body = Body::sdp(ours.to_bytes());
+            leg.dialog.new_request(Method::Invite, Some(body))
+        };
+        timer.add_to_request(&mut refresh);
+        match txl.send_request(now, leg.peer, refresh) {
             Ok(key) => {
                 call.own_requests.push((key, side));
                 self.by_client_tx.insert(key, id);
@@ -289,36 +329,78 @@ impl B2bua {
     }
 
     /// The final answer to a request of our own in a leg's dialog (a session refresh
-    /// or a BYE). A refresh answered 408 or 481 means the peer lost the dialog, and
-    /// RFC 4028 §10 says to end the session; 405 or 501 means the phone takes no
-    /// UPDATE, which is no sign that it is gone, so the session is taken as refreshed.
-    /// Any other failure leaves the session to expire.
+    /// or a BYE). A refresh's 2xx re-arms the timer (a re-INVITE's is ACKed, and its
+    /// answer given to the relay); 491 means our refresh met the phone's offer, so it
+    /// is retried after the §14.1 delay; 405 or 501 to an UPDATE means the phone takes
+    /// none, so the refresh goes again at once by re-INVITE. 408 or 481 means the peer
+    /// lost the dialog, and RFC 4028 §10 says to end the session. Any other failure
+    /// leaves the session to expire.
     pub(super) fn on_own_request_answer(
         &mut self,
         txl: &mut TransactionLayer,
         id: u64,
         side: Side,
+        key: TxKey,
         resp: &Response,
     ) {
-        let Some(call) = self.calls.get(&id) else {
+        let Some(call) = self.calls.get_mut(&id) else {
             return;
         };
-        let is_update = resp.cseq().is_ok_and(|c| c.method == Method::Update);
-        if call.ended.is_some() || !is_update || resp.status < 200 {
+        let Some(method) = resp
+            .cseq()
+            .ok()
+            .map(|c| c.method)
+            .filter(|m| matches!(m, Method::Update | Method::Invite))
+        else {
+            return;
+        };
+        if resp.status < 200 {
             return;
         }
         let now = Instant::now();
+        let generation = call.session_generation[side_index(side)];
+        if method == Method::Invite
+            && resp.is_success()
+            && let Some((dialog, peer)) = call.leg_mut(side)
+        {
+            let ack = dialog.ack_for_2xx(resp.cseq().map_or(0, |c| c.seq), None);
+            self.ack_reinvite(txl, key, peer, Some(&ack));
+            if let Some(answer) = super::dial::sdp_of(resp) {
+                self.update_relay(id, side, &answer);
+            }
+        }
+        let Some(call) = self.calls.get_mut(&id) else {
+            return;
+        };
+        if call.ended.is_some() {
+            return;
+        }
         match resp.status {
-            200..=299 => self.on_refresh_answer(id, side, Method::Update, resp, now),
-            405 | 501 => {
+            200..=299 => self.on_refresh_answer(id, side, method, resp, now),
+            491 => {
+                let Some((dialog, _)) = call.leg_mut(side) else {
+                    return;
+                };
+                let delay = dialog.glare_retry_delay(rand::random());
                 call.span.in_scope(|| {
-                    tracing::warn!(
+                    tracing::info!(?side, ?delay, "session refresh met an offer; retrying")
+                });
+                self.schedule(
+                    now + delay,
+                    id,
+                    CallTimer::SessionRefresh { side, generation },
+                );
+            }
+            405 | 501 if method == Method::Update => {
+                call.span.in_scope(|| {
+                    tracing::info!(
                         ?side,
                         status = resp.status,
-                        "session refresh refused; keeping the call"
+                        "no UPDATE; refreshing by re-INVITE"
                     )
                 });
-                self.arm_session_timer(id, side, now);
+                call.set_takes_update(side, false);
+                self.refresh_session(txl, id, side, generation, now);
             }
             408 | 481 => {
                 let cause = format!(
@@ -337,6 +419,16 @@ impl B2bua {
             }),
         }
     }
+}
+
+/// Whether a phone takes session refreshes by UPDATE, judged by the Allow of its
+/// INVITE or 2xx (RFC 4028 §7.4, §9). Without an Allow nothing is known: UPDATE is
+/// tried, and a 405 or 501 turns the leg's refreshes to re-INVITE.
+pub(super) fn takes_update(headers: &Headers) -> bool {
+    !headers.contains(Known::Allow)
+        || headers
+            .list(Known::Allow)
+            .any(|m| m.eq_ignore_ascii_case("UPDATE"))
 }
 
 /// Session-Expires for a re-INVITE or UPDATE we relay to a leg with `timer`: each
@@ -421,6 +513,21 @@ mod tests {
         media.on_sdp(Side::A, Direction::Inactive, t0);
         media.on_sdp(Side::B, Direction::Inactive, t0);
         assert_eq!(media.silent_leg([t0, t0], t0 + secs(600), LIMIT), None);
+    }
+
+    #[test]
+    fn refreshes_go_by_update_unless_the_phones_allow_leaves_it_out() {
+        let allow = |value: Option<&str>| {
+            let mut headers = Headers::new();
+            if let Some(value) = value {
+                headers.push(Known::Allow, value);
+            }
+            takes_update(&headers)
+        };
+        assert!(allow(Some("INVITE, ACK, CANCEL, BYE, update, INFO")));
+        assert!(!allow(Some("INVITE, ACK, CANCEL, BYE, OPTIONS")));
+        // No Allow says nothing: UPDATE is tried (a 405 or 501 turns it off).
+        assert!(allow(None));
     }
 
     #[test]

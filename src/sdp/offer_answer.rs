@@ -40,6 +40,12 @@ impl OriginState {
         self.last_sent = Some(sdp.clone());
     }
 
+    /// The description sent last on this leg, o= line included: offered again as
+    /// is, it changes nothing (RFC 3264 §8), as a session refresh by re-INVITE needs.
+    pub fn last_sent(&self) -> Option<&Sdp> {
+        self.last_sent.as_ref()
+    }
+
     fn origin(&self, our_addr: IpAddr) -> Origin {
         Origin {
             username: "switchboard".to_string(),
@@ -348,6 +354,8 @@ mod tests {
         let resumed = rewrite_for_leg(&sdp(RESUME), OUR, &[20000], &mut origin);
         assert_eq!(version(&resumed), "3");
         assert_eq!(resumed.origin.session_id, "5");
+        // What a refresh by re-INVITE offers again: the last description, o= and all.
+        assert_eq!(origin.last_sent(), Some(&resumed));
         assert_eq!(
             version(&rewrite_for_leg(&sdp(RESUME), OUR, &[20004], &mut origin)),
             "4"

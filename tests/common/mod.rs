@@ -525,3 +525,27 @@ pub fn expectations() -> Vec<(String, String)> {
         })
         .collect()
 }
+
+/// The only CDR the server wrote, waiting up to 10 s for it.
+pub fn only_cdr(server: &Server) -> serde_json::Value {
+    assert!(
+        wait_until(Duration::from_secs(10), || !cdrs(server).is_empty()),
+        "no CDR"
+    );
+    let records = cdrs(server);
+    assert_eq!(records.len(), 1, "{records:?}");
+    records[0].clone()
+}
+
+/// Within 10 s: no live call and every media port free again.
+pub fn assert_no_call_left(server: &Server) {
+    let ok = wait_until(Duration::from_secs(10), || {
+        let calls = admin_json(server, "calls");
+        calls["calls"].as_array().is_some_and(|c| c.is_empty()) && calls["media_ports_in_use"] == 0
+    });
+    assert!(
+        ok,
+        "calls or media ports left: {}",
+        admin_json(server, "calls")
+    );
+}
