@@ -269,6 +269,12 @@ impl TransactionLayer {
             self.invites_by_dialog.insert(id, key);
         }
         self.transactions.insert(key, tx);
+        if request.method == Method::Invite {
+            self.with_tx(now, key, |tx, ctx| {
+                tx.arm_trying(ctx);
+                ((), Flow::Continue)
+            });
+        }
         self.event(Event::Request {
             key,
             source,
@@ -379,8 +385,9 @@ impl TransactionLayer {
         .unwrap_or(Err(SendError::NoSuchTransaction))
     }
 
-    /// Sends 100 Trying on server transaction `key` (RFC 3261 §8.2.6: the request's
-    /// Via, From, To, Call-ID, CSeq and Timestamp; no To tag).
+    /// Sends 100 Trying on server transaction `key` now (RFC 3261 §8.2.6: the request's
+    /// Via, From, To, Call-ID, CSeq and Timestamp; no To tag). An INVITE transaction
+    /// sends one by itself after 200 ms without a response.
     pub fn send_trying(&mut self, now: Instant, key: TxKey) -> Result<(), SendError> {
         let request = self.request(key).ok_or(SendError::NoSuchTransaction)?;
         let trying = Response::to_request(request, 100, "Trying");

@@ -12,8 +12,8 @@
 //!             (request absorbed) (request: resend 1xx)  (request: resend final)
 //! ```
 //!
-//! 100 Trying is the TU's choice (`TransactionLayer::send_trying`): it should send
-//! one at once for an INVITE it won't answer within 200 ms (§17.2.1).
+//! An INVITE transaction sends 100 Trying by itself when the TU has sent no response
+//! within 200 ms (§17.2.1); `TransactionLayer::send_trying` sends one at once.
 
 use super::matching::ServerMatch;
 use super::timers::Timer;

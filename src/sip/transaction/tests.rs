@@ -456,7 +456,7 @@ fn configured_t1_t2_t4_drive_every_timer() {
 // ---- INVITE server ----
 
 #[test]
-fn invite_server_sends_100_only_when_asked_and_replays_the_last_provisional() {
+fn invite_server_sends_100_after_200_ms_without_a_response_and_replays_the_last_provisional() {
     let (clock, mut l) = (Clock::new(), layer());
     let invite = request("INVITE", "z9hG4bKc1");
     let Disposition::New(key) = l.handle_request(clock.at(0), udp(), invite.clone()) else {
@@ -471,28 +471,30 @@ fn invite_server_sends_100_only_when_asked_and_replays_the_last_provisional() {
         }]
     );
     assert_eq!(l.state(key), Some(State::Proceeding));
-
     assert_eq!(
-        l.handle_request(clock.at(500), udp(), invite.clone()),
+        l.handle_request(clock.at(100), udp(), invite.clone()),
         Disposition::Absorbed
     );
     assert!(drain(&mut l).is_empty(), "nothing to replay yet");
 
-    l.send_trying(clock.at(600), key).unwrap();
-    let outs = drain(&mut l);
-    let trying = transmits(&outs)[0].clone();
-    assert_eq!(first_line(&trying), "SIP/2.0 100 Trying");
+    // The TU says nothing for 200 ms: the transaction sends 100 Trying, once.
+    let log = run_until(&mut l, &clock, 5_000);
+    assert_eq!(transmit_times(&log), [200]);
+    let Output::Transmit(trying) = &log[0].1 else {
+        panic!("not a transmit");
+    };
+    assert_eq!(first_line(trying), "SIP/2.0 100 Trying");
     assert!(String::from_utf8_lossy(&trying.bytes).contains("\r\nTo: <sip:bob@example.com>\r\n"));
     assert_eq!(
-        l.handle_request(clock.at(1_000), udp(), invite.clone()),
+        l.handle_request(clock.at(5_100), udp(), invite.clone()),
         Disposition::Absorbed
     );
-    assert_eq!(transmits(&drain(&mut l)), [&trying]);
+    assert_eq!(transmits(&drain(&mut l)), [trying]);
 
-    l.send_response(clock.at(1_100), key, reply(&invite, 180))
+    l.send_response(clock.at(5_200), key, reply(&invite, 180))
         .unwrap();
     drain(&mut l);
-    l.handle_request(clock.at(1_200), udp(), invite);
+    l.handle_request(clock.at(5_300), udp(), invite);
     assert_eq!(
         first_line(transmits(&drain(&mut l))[0]),
         "SIP/2.0 180 Ringing"
@@ -502,6 +504,27 @@ fn invite_server_sends_100_only_when_asked_and_replays_the_last_provisional() {
         None,
         "provisional responses are not retransmitted"
     );
+}
+
+#[test]
+fn invite_server_sends_no_100_of_its_own_once_the_tu_answered() {
+    let (clock, mut l) = (Clock::new(), layer());
+    let invite = request("INVITE", "z9hG4bKc1b");
+    let Disposition::New(key) = l.handle_request(clock.at(0), udp(), invite.clone()) else {
+        panic!("not new");
+    };
+    drain(&mut l);
+    l.send_trying(clock.at(10), key).unwrap();
+    assert_eq!(transmits(&drain(&mut l)).len(), 1);
+    l.send_response(clock.at(50), key, reply(&invite, 180))
+        .unwrap();
+    drain(&mut l);
+    let log = run_until(&mut l, &clock, 5_000);
+    assert!(
+        transmit_times(&log).is_empty(),
+        "only the TU's responses are sent: {log:?}"
+    );
+    assert_eq!(l.state(key), Some(State::Proceeding));
 }
 
 #[test]

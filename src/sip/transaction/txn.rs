@@ -4,11 +4,15 @@
 use super::matching::{ClientMatch, ServerMatch};
 use super::timers::{Timer, TimerConfig};
 use super::{Event, Output, Peer, State, Transmit, TxKey};
-use crate::sip::Request;
+use crate::sip::{Request, Response};
 use bytes::Bytes;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 use std::time::{Duration, Instant};
+
+/// How long an INVITE server transaction waits for the TU before it sends 100 Trying
+/// itself (RFC 3261 §17.2.1).
+const AUTO_TRYING: Duration = Duration::from_millis(200);
 
 /// How a transaction finds its way back out of the layer's indexes.
 pub(super) enum Index {
@@ -125,6 +129,13 @@ impl Transaction {
         ctx.schedule(at, Slot::Retransmit);
     }
 
+    /// INVITE server: RFC 3261 §17.2.1 wants a 100 Trying unless the TU answers
+    /// within 200 ms. The retransmission slot is free until a final response (which
+    /// re-arms or clears it), so it carries that deadline.
+    pub(super) fn arm_trying(&mut self, ctx: &mut Ctx) {
+        self.set_retransmit(ctx, AUTO_TRYING);
+    }
+
     pub(super) fn set_lifetime(&mut self, ctx: &mut Ctx, timer: Timer) {
         let at = ctx.now + ctx.config.duration(timer, self.peer.is_reliable());
         self.lifetime = Some((at, timer));
@@ -164,6 +175,17 @@ impl Transaction {
                 let Some((_, interval)) = self.retransmit else {
                     return Flow::Continue;
                 };
+                if self.invite && !self.is_client() && self.state == State::Proceeding {
+                    // The 200 ms of §17.2.1 are up: 100 Trying, unless the TU has
+                    // answered meanwhile.
+                    self.retransmit = None;
+                    if self.repeat.is_none() {
+                        let trying = Response::to_request(&self.request, 100, "Trying");
+                        self.repeat = Some(Bytes::from(trying.to_bytes()));
+                        self.send_repeat(ctx);
+                    }
+                    return Flow::Continue;
+                }
                 self.send_repeat(ctx);
                 let timer = self.retransmit_timer();
                 // §17.1.2.2: once a provisional response has arrived, a non-INVITE
