@@ -5,6 +5,7 @@
 
 use super::VarValue;
 use super::call::{CallerId, DialRequest, DialResult, DialTarget, Strategy};
+use super::sandbox::readable;
 use crate::sip::Uri;
 use mlua::{Lua, MultiValue, Table, Value};
 use std::collections::BTreeMap;
@@ -66,7 +67,7 @@ pub(crate) enum Op {
 
 /// Reads an operation from what the prelude yielded: its name, then its arguments.
 /// The error is a message for the script, raised at its calling line.
-pub(crate) fn parse_op(values: MultiValue) -> Result<Op, String> {
+pub(crate) fn parse_op(lua: &Lua, values: MultiValue) -> Result<Op, String> {
     let mut args = values.into_iter();
     let name = match args.next() {
         Some(Value::String(s)) => s.to_string_lossy(),
@@ -74,7 +75,7 @@ pub(crate) fn parse_op(values: MultiValue) -> Result<Op, String> {
     };
     let mut arg = || args.next().unwrap_or(Value::Nil);
     match name.as_str() {
-        "dial" => parse_dial(arg()).map(Op::Dial),
+        "dial" => parse_dial(lua, arg()).map(Op::Dial),
         "answer" => Ok(Op::Answer),
         "hangup" => Ok(Op::Hangup),
         "reject" => {
@@ -123,7 +124,7 @@ pub(crate) fn parse_op(values: MultiValue) -> Result<Op, String> {
 
 /// `call:dial("1001")` or `call:dial{ "1001", {"1002", "1003"}, strategy = "sequential",
 /// timeout = 20, caller_id = { number = "100", name = "Reception" }, headers = {...} }`.
-fn parse_dial(spec: Value) -> Result<DialRequest, String> {
+fn parse_dial(lua: &Lua, spec: Value) -> Result<DialRequest, String> {
     let mut request = DialRequest {
         targets: Vec::new(),
         strategy: Strategy::Parallel,
@@ -136,7 +137,7 @@ fn parse_dial(spec: Value) -> Result<DialRequest, String> {
             request.targets.push(target_value(target)?);
             return Ok(request);
         }
-        Value::Table(t) => t,
+        Value::Table(t) => readable(lua, t),
         other => {
             return Err(format!(
                 "call:dial: expected a target or a table like {{\"1001\", timeout = 20}}, got {}",
@@ -147,7 +148,7 @@ fn parse_dial(spec: Value) -> Result<DialRequest, String> {
     for item in table.sequence_values::<Value>() {
         match item.map_err(|e| e.to_string())? {
             Value::Table(group) => {
-                for member in group.sequence_values::<Value>() {
+                for member in readable(lua, group).sequence_values::<Value>() {
                     request
                         .targets
                         .push(target_value(member.map_err(|e| e.to_string())?)?);
@@ -195,8 +196,8 @@ fn parse_dial(spec: Value) -> Result<DialRequest, String> {
                 }
                 request.timeout = Duration::from_secs_f64(secs);
             }
-            "caller_id" => request.caller_id = parse_caller_id(value)?,
-            "headers" => request.headers = parse_headers(value)?,
+            "caller_id" => request.caller_id = parse_caller_id(lua, value)?,
+            "headers" => request.headers = parse_headers(lua, value)?,
             other => {
                 return Err(format!(
                     "call:dial: unknown option {other:?} (strategy, timeout, caller_id, headers)"
@@ -248,9 +249,9 @@ pub(crate) fn parse_target(text: &str) -> Result<DialTarget, String> {
     }
 }
 
-fn parse_caller_id(value: Value) -> Result<CallerId, String> {
+fn parse_caller_id(lua: &Lua, value: Value) -> Result<CallerId, String> {
     let table = match value {
-        Value::Table(t) => t,
+        Value::Table(t) => readable(lua, t),
         other => {
             return Err(format!(
                 "call:dial: caller_id must be a table {{number = ..., name = ...}}, got {}",
@@ -298,9 +299,9 @@ fn parse_caller_id(value: Value) -> Result<CallerId, String> {
 }
 
 /// `headers = { ["X-Account"] = "42" }`, sorted by name for a stable order.
-fn parse_headers(value: Value) -> Result<Vec<(String, String)>, String> {
+fn parse_headers(lua: &Lua, value: Value) -> Result<Vec<(String, String)>, String> {
     let table = match value {
-        Value::Table(t) => t,
+        Value::Table(t) => readable(lua, t),
         other => {
             return Err(format!(
                 "call:dial: headers must be a table of name = value, got {}",
@@ -388,7 +389,7 @@ mod tests {
 
     fn op(lua: &Lua, src: &str) -> Result<Op, String> {
         let values: MultiValue = lua.load(src).eval().unwrap();
-        parse_op(values)
+        parse_op(lua, values)
     }
 
     #[test]

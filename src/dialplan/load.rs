@@ -158,8 +158,7 @@ impl Dialplan {
         Ok(plan)
     }
 
-    /// A warm state with a new environment for one call and the dialplan's top level
-    /// run in it, ready to run `route`.
+    /// A warm state readied for one call (see `Warm::begin`), ready to run `route`.
     pub(crate) fn instantiate(&self, services: &Services) -> Result<Instance, DialplanError> {
         let err = |e: mlua::Error| self.code.error(&e);
         let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();

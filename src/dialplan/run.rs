@@ -104,7 +104,9 @@ impl Dialplan {
             if thread.status() != ThreadStatus::Resumable {
                 return Ok(());
             }
-            let step = match api::parse_op(yielded) {
+            // Reading the arguments runs no script code (raw reads, no metamethods).
+            let op = unlimited(lua, || Ok(api::parse_op(lua, yielded))).map_err(err)?;
+            let step = match op {
                 Ok(op) => run.perform(call, lua, op).await,
                 Err(message) => Step::Resume(refusal(lua, message)),
             };
