@@ -43,6 +43,8 @@ const MAX_REUSED_MEMORY: usize = 2 << 20;
 pub(crate) struct Scope {
     pub services: Services,
     pub kv_writes: u32,
+    /// Whether the call has written to a table the plan's frozen top level built.
+    pub frozen_written: bool,
     pub logs: Vec<LogLine>,
     /// The INVITE's headers until the script first reads `call.headers`.
     pub headers: Vec<(String, String)>,
@@ -123,7 +125,9 @@ local function xpcall_checked(...) return check_budget(raw_xpcall(...)) end
 -- Frozen tables (see above): proxy -> the table holding its contents, and the undo
 -- log of writes to those (table, key, old value; flat).
 local frozen, undo, undone = {}, {}, 0
+local frozen_written = prims.frozen_written
 local function frozen_set(t, k, v)
+  if undone == 0 then frozen_written() end
   local held = frozen[t]
   local old = raw_rawget(held, k)
   raw_rawset(held, k, v)
@@ -394,9 +398,23 @@ struct Frozen(Table);
 /// table the plan's top level built (frozen, see the prelude), the table holding its
 /// contents, since Rust reads tables raw.
 pub(crate) fn readable(lua: &Lua, table: Table) -> Table {
-    lua.app_data_ref::<Frozen>()
-        .and_then(|frozen| frozen.0.raw_get::<Option<Table>>(&table).ok().flatten())
-        .unwrap_or(table)
+    frozen_contents(lua, &table).unwrap_or(table)
+}
+
+/// What a frozen table holds; `None` for any other table.
+fn frozen_contents(lua: &Lua, table: &Table) -> Option<Table> {
+    let frozen = lua.app_data_ref::<Frozen>()?;
+    frozen.0.raw_get::<Option<Table>>(table).ok().flatten()
+}
+
+/// The key under which a value derived from `table` can be kept across calls: `Some`
+/// only for a table the frozen top level built, while the running call has written to
+/// none of those (what a call writes is undone after it, so a value derived before
+/// any write holds for every call of the state).
+pub(crate) fn unchanged_frozen(lua: &Lua, table: &Table) -> Option<usize> {
+    let clean = with_scope(lua, |s| Ok(!s.frozen_written)).unwrap_or(false);
+    let held = frozen_contents(lua, table).filter(|_| clean)?;
+    Some(held.to_pointer() as usize)
 }
 
 /// Runs `f`, which must not run script code, with the memory limit lifted: with a
@@ -479,6 +497,15 @@ impl Warm {
             "load_module",
             lua.create_function(move |lua, name: Value| load_module(lua, &module_code, name))?,
         )?;
+        prims.set(
+            "frozen_written",
+            lua.create_function(|lua, ()| {
+                with_scope(lua, |s| {
+                    s.frozen_written = true;
+                    Ok(())
+                })
+            })?,
+        )?;
         prims.set("traceback", lua.create_function(traceback)?)?;
         prims.set(
             "headers",
@@ -505,6 +532,7 @@ impl Warm {
             .set_mode(ChunkMode::Binary)
             .call::<(Function, Function, Table)>(prims)?;
         lua.set_app_data(Frozen(frozen));
+        lua.set_app_data(time::HoursCache::default());
         Ok(Warm {
             lua,
             budget,
@@ -521,6 +549,7 @@ impl Warm {
         self.lua.set_app_data(Scope {
             services: services.clone(),
             kv_writes: 0,
+            frozen_written: false,
             logs: Vec::new(),
             headers: Vec::new(),
         });

@@ -541,6 +541,31 @@ async fn what_the_top_level_built_is_the_same_for_every_call() {
 }
 
 #[tokio::test]
+async fn office_hours_changed_by_a_call_are_read_as_changed_in_that_call_only() {
+    // Parsed hours tables of the top level are kept between calls; a call that
+    // changes one (even deep inside) must see its change, and the next call must not.
+    let clock = Arc::new(ManualClock::new(
+        "2025-01-06T10:15:00Z".parse::<Timestamp>().unwrap(),
+    ));
+    let mut services = services().with_clock(clock);
+    services.zone = jiff::tz::TimeZone::UTC;
+    let dir = plan_dir(
+        r#"local hours = { ["mon-sun"] = { "00:00", "24:00" } }
+           function route(call)
+             local before = time.is_open(hours)
+             hours["mon-sun"][2] = "00:01"
+             call.vars.open = tostring(before) .. " " .. tostring(time.is_open(hours))
+           end"#,
+    );
+    let plan = Dialplan::load(dir.path()).unwrap();
+    for _ in 0..3 {
+        let outcome = plan.run(&mut Recorder::new(), &services).await;
+        assert_eq!(outcome.error, None);
+        assert_eq!(var(&outcome, "open"), text("true false").as_ref());
+    }
+}
+
+#[tokio::test]
 async fn a_top_level_that_reads_the_store_runs_again_for_each_call() {
     // What a top level reads from the store, the clock or a random number can change
     // between calls, so such a top level is not reused.

@@ -1,11 +1,14 @@
 //! Time-of-day helpers for office hours (`time.now`, `time.weekday`, `time.is_between`,
 //! `time.is_open`), reading a [`Clock`] so the test harness can say what time it is.
 
-use super::sandbox::{readable, script_error, unlimited, with_scope};
+use super::sandbox::{readable, script_error, unchanged_frozen, unlimited, with_scope};
 use jiff::Timestamp;
 use jiff::civil::{Date, Weekday};
 use jiff::tz::TimeZone;
 use mlua::{Lua, Table, Value};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -285,10 +288,31 @@ fn is_between(lua: &Lua, (from, to, zone): (String, String, Option<String>)) -> 
     Ok(in_range(seconds_of_day(&now), from, to))
 }
 
-fn is_open(lua: &Lua, hours: Table) -> mlua::Result<bool> {
-    // Reading the table runs no script code (raw reads, no metamethods).
-    let hours = unlimited(lua, || Ok(Hours::from_lua(lua, &hours)))?
-        .map_err(|e| script_error(lua, format!("time.is_open: {e}")))?;
+/// Hours tables of the plan's frozen top level, parsed, by the address of what they
+/// hold (see `sandbox::unchanged_frozen`): reading one costs more than the rest of a
+/// route, and a plan passes the same one on every call.
+#[derive(Default)]
+pub(crate) struct HoursCache(RefCell<HashMap<usize, Arc<Hours>>>);
+
+fn is_open(lua: &Lua, table: Table) -> mlua::Result<bool> {
+    let key = unchanged_frozen(lua, &table);
+    let cached = key.and_then(|key| {
+        let cache = lua.app_data_ref::<HoursCache>()?;
+        cache.0.borrow().get(&key).cloned()
+    });
+    let hours = match cached {
+        Some(hours) => hours,
+        None => {
+            // Reading the table runs no script code (raw reads, no metamethods).
+            let hours = unlimited(lua, || Ok(Hours::from_lua(lua, &table)))?
+                .map_err(|e| script_error(lua, format!("time.is_open: {e}")))?;
+            let hours = Arc::new(hours);
+            if let (Some(key), Some(cache)) = (key, lua.app_data_ref::<HoursCache>()) {
+                cache.0.borrow_mut().insert(key, hours.clone());
+            }
+            hours
+        }
+    };
     let now = local_now(lua, "time.is_open", hours.zone.as_deref())?;
     Ok(hours.is_open(now.date(), seconds_of_day(&now)))
 }
