@@ -7,7 +7,7 @@ use super::VarValue;
 use super::call::{CallerId, DialRequest, DialResult, DialTarget, Strategy};
 use super::sandbox::readable;
 use crate::sip::Uri;
-use mlua::{Lua, MultiValue, Table, Value};
+use mlua::{FromLua, Lua, MultiValue, Table, Value};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -158,8 +158,7 @@ fn parse_dial(lua: &Lua, spec: Value) -> Result<DialRequest, String> {
         }
     }
     let length = table.raw_len();
-    for pair in table.pairs::<Value, Value>() {
-        let (key, value) = pair.map_err(|e| e.to_string())?;
+    for (key, value) in entries::<Value, Value>(&table).map_err(|e| e.to_string())? {
         let key = match key {
             Value::Integer(i) if i >= 1 && (i as usize) <= length => continue,
             Value::String(s) => s.to_string_lossy(),
@@ -260,8 +259,9 @@ fn parse_caller_id(lua: &Lua, value: Value) -> Result<CallerId, String> {
         }
     };
     let mut id = CallerId::default();
-    for pair in table.pairs::<String, Value>() {
-        let (key, value) = pair.map_err(|e| format!("call:dial: caller_id: {e}"))?;
+    let pairs =
+        entries::<String, Value>(&table).map_err(|e| format!("call:dial: caller_id: {e}"))?;
+    for (key, value) in pairs {
         let text = match value {
             Value::String(s) => s.to_string_lossy(),
             Value::Integer(i) => i.to_string(),
@@ -310,8 +310,9 @@ fn parse_headers(lua: &Lua, value: Value) -> Result<Vec<(String, String)>, Strin
         }
     };
     let mut headers = BTreeMap::new();
-    for pair in table.pairs::<String, String>() {
-        let (name, value) = pair.map_err(|e| format!("call:dial: headers: {e}"))?;
+    let pairs =
+        entries::<String, String>(&table).map_err(|e| format!("call:dial: headers: {e}"))?;
+    for (name, value) in pairs {
         let token = !name.is_empty()
             && name
                 .bytes()
@@ -350,37 +351,53 @@ fn describe(v: &Value) -> String {
     }
 }
 
-/// The table `call:dial` returns.
-pub(crate) fn dial_result_table(lua: &Lua, r: &DialResult) -> mlua::Result<Table> {
-    let t = lua.create_table_with_capacity(0, 5)?;
-    t.raw_set("answered", r.answered())?;
-    t.raw_set("status", r.status.as_str())?;
-    t.raw_set("sip_code", r.sip_code)?;
-    t.raw_set("answered_by", r.answered_by.as_ref().map(|t| t.to_string()))?;
-    t.raw_set("duration", r.duration.as_secs_f64())?;
-    Ok(t)
+/// The fields of the table `call:dial` returns (the prelude builds the table: much
+/// cheaper than through the Rust API): answered, status, sip_code, answered_by,
+/// duration.
+pub(crate) fn dial_result_fields(
+    r: &DialResult,
+) -> (bool, &'static str, Option<u16>, Option<String>, f64) {
+    (
+        r.answered(),
+        r.status.as_str(),
+        r.sip_code,
+        r.answered_by.as_ref().map(|t| t.to_string()),
+        r.duration.as_secs_f64(),
+    )
 }
 
 /// `call.vars` as the outcome reports them: string keys and scalar values; anything
 /// else (tables, functions) is left out.
 pub(crate) fn read_vars(call: &Table) -> BTreeMap<String, VarValue> {
-    let Ok(vars) = call.raw_get::<Table>("vars") else {
-        return BTreeMap::new();
+    let mut vars = BTreeMap::new();
+    let Ok(table) = call.raw_get::<Table>("vars") else {
+        return vars;
     };
-    vars.pairs::<Value, Value>()
-        .filter_map(Result::ok)
-        .filter_map(|(k, v)| {
-            let Value::String(k) = k else { return None };
-            let v = match v {
-                Value::String(s) => VarValue::Str(s.to_string_lossy()),
-                Value::Integer(i) => VarValue::Int(i),
-                Value::Number(n) => VarValue::Num(n),
-                Value::Boolean(b) => VarValue::Bool(b),
-                _ => return None,
-            };
-            Some((k.to_string_lossy(), v))
-        })
-        .collect()
+    // Values convert without failing, so the traversal runs to its end.
+    let _ = table.for_each::<Value, Value>(|k, v| {
+        let Value::String(k) = k else { return Ok(()) };
+        let v = match v {
+            Value::String(s) => VarValue::Str(s.to_string_lossy()),
+            Value::Integer(i) => VarValue::Int(i),
+            Value::Number(n) => VarValue::Num(n),
+            Value::Boolean(b) => VarValue::Bool(b),
+            _ => return Ok(()),
+        };
+        vars.insert(k.to_string_lossy(), v);
+        Ok(())
+    });
+    vars
+}
+
+/// A table's pairs (raw), read in one traversal: `Table::pairs` re-enters Lua for
+/// every step.
+fn entries<K: FromLua, V: FromLua>(table: &Table) -> mlua::Result<Vec<(K, V)>> {
+    let mut pairs = Vec::new();
+    table.for_each(|k, v| {
+        pairs.push((k, v));
+        Ok(())
+    })?;
+    Ok(pairs)
 }
 
 #[cfg(test)]

@@ -141,12 +141,9 @@ impl Run {
                 if matches!(result.status, DialStatus::Answered | DialStatus::Cancelled) {
                     self.phase = Phase::Over;
                 }
-                let table = unlimited(lua, || api::dial_result_table(lua, &result));
+                let fields = api::dial_result_fields(&result);
                 self.last_dial = Some(result);
-                match table {
-                    Ok(t) => Step::Resume(success(lua, t)),
-                    Err(e) => Step::Resume(refusal(lua, e.to_string())),
-                }
+                Step::Resume(success(lua, fields))
             }
             Op::Answer if self.phase == Phase::Answered => Step::Resume(success(lua, ())),
             Op::Answer => self.outcome(lua, call.answer().await, Phase::Answered),

@@ -354,8 +354,14 @@ for _, name in next, { "dial", "answer", "reject", "redirect", "hangup" } do
     if not rawequal(self, current_call) then
       error("call." .. name .. " is a method: write call:" .. name .. "(...)", 2)
     end
-    local ok, result = yield(name, ...)
+    local ok, result, status, sip_code, answered_by, duration = yield(name, ...)
     if not ok then error(result, 2) end
+    if name == "dial" then
+      return {
+        answered = result, status = status, sip_code = sip_code, answered_by = answered_by,
+        duration = duration,
+      }
+    end
     return result
   end
 end
