@@ -116,6 +116,7 @@ local raw_pcall, raw_xpcall, raw_setmetatable = pcall, xpcall, setmetatable
 local yield, randomseed = coroutine.yield, math.randomseed
 local check_budget, load_module = prims.check_budget, prims.load_module
 local getupvalue, setupvalue, upvalueid = debug.getupvalue, debug.setupvalue, debug.upvalueid
+local getinfo, assigned_upvalues = debug.getinfo, prims.assigned_upvalues
 local debug_getmetatable, debug_setmetatable = debug.getmetatable, debug.setmetatable
 debug = nil
 
@@ -271,6 +272,9 @@ local function reachable(roots)
       tables[#tables + 1] = v
       for k, x in next, v do stack[#stack + 1] = k; stack[#stack + 1] = x end
     elseif not builtin[v] then
+      -- Only upvalues some function of the file assigns need setting back; a file
+      -- whose assignments are unknown (false) has all of its set back.
+      local assigned = assigned_upvalues[getinfo(v, "S").source]
       local i = 1
       while true do
         local name, x = getupvalue(v, i)
@@ -279,7 +283,7 @@ local function reachable(roots)
         local id = upvalueid(v, i)
         if not seen[id] then
           seen[id] = true
-          cells[#cells + 1] = { v, i, x }
+          if not assigned or assigned[name] then cells[#cells + 1] = { v, i, x } end
           stack[#stack + 1] = x
         end
         i = i + 1
@@ -512,6 +516,17 @@ impl Warm {
                 })
             })?,
         )?;
+        let assigned = lua.create_table()?;
+        for (chunk, names) in &code.assigned_upvalues {
+            match names {
+                Some(names) => assigned.set(
+                    chunk.as_str(),
+                    lua.create_table_from(names.iter().map(|n| (n.as_str(), true)))?,
+                )?,
+                None => assigned.set(chunk.as_str(), false)?,
+            }
+        }
+        prims.set("assigned_upvalues", assigned)?;
         prims.set("traceback", lua.create_function(traceback)?)?;
         prims.set(
             "headers",

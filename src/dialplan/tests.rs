@@ -501,6 +501,8 @@ async fn what_the_top_level_built_is_the_same_for_every_call() {
         r#"local office = require "office"
            local calls = 0
            local function bump() calls = calls + 1; return calls end
+           local function counter() local n = 0; return function() n = n + 1; return n end end
+           local next_id = counter()
            local Counter = { __index = {} }
            function Counter.__index.get(self) return self.n end
            function route(call)
@@ -509,7 +511,7 @@ async fn what_the_top_level_built_is_the_same_for_every_call() {
              check("nested", office.groups.sales.members[1] == "1001" and office.groups.sales.timeout == 20)
              check("list", #office.groups.sales.members == 2 and rawlen(office.groups.sales.members) == 2)
              check("raw", rawget(office, "name") == "ACME" and office.extra == nil)
-             check("upvalue", bump() == 1)
+             check("upvalue", bump() == 1 and next_id() == 1)
              local keys = 0
              for _ in pairs(office.groups) do keys = keys + 1 end
              check("pairs", keys == 1 and next(office) ~= nil)
