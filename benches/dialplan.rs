@@ -3,8 +3,13 @@
 //! with a call that answers every dial at once. Also: how long a runaway
 //! `while true do end` holds a worker thread before the instruction budget stops it.
 //! Run: `cargo bench --bench dialplan`.
+//!
+//! `DIALPLAN_CALLS=N` instead runs N calls of each route once, without criterion, for
+//! counting instructions under `valgrind --tool=callgrind` (a count, unlike a time, is
+//! not disturbed by other load on the machine): the difference between two counts with
+//! different N, divided by the calls, is the cost of one call.
 
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::{Criterion, criterion_group};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -99,7 +104,11 @@ fn call_to(number: &str) -> NoopCall {
     }
 }
 
-fn route(c: &mut Criterion) {
+/// The routes measured: an extension and the reception ring group.
+const ROUTES: [(&str, &str); 2] = [("extension", "1001"), ("ring_group", "600")];
+
+/// The shipped dialplan, services at a fixed time and a runtime to run calls on.
+fn shipped() -> (Dialplan, Services, tokio::runtime::Runtime) {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("dialplans");
     let plan = Dialplan::load(&dir).unwrap();
     // Monday 10:00 UTC: office hours, so the ring group rings.
@@ -110,18 +119,45 @@ fn route(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap();
+    (plan, services, runtime)
+}
+
+/// A call to `number`, checked to reach its dial: the figure must be of a route, not
+/// of an error path.
+fn checked_call(
+    plan: &Dialplan,
+    services: &Services,
+    runtime: &tokio::runtime::Runtime,
+    number: &str,
+) -> NoopCall {
+    let mut call = call_to(number);
+    let outcome = runtime.block_on(plan.run(&mut call, services));
+    assert_eq!(outcome.error, None);
+    assert_eq!(outcome.vars.get("voicemail"), None);
+    call
+}
+
+fn route(c: &mut Criterion) {
+    let (plan, services, runtime) = shipped();
     let mut group = c.benchmark_group("dialplan");
-    for (name, number) in [("extension", "1001"), ("ring_group", "600")] {
-        let mut call = call_to(number);
-        // The figure must be of a route that reaches its dial, not of an error path.
-        let outcome = runtime.block_on(plan.run(&mut call, &services));
-        assert_eq!(outcome.error, None);
-        assert_eq!(outcome.vars.get("voicemail"), None);
+    for (name, number) in ROUTES {
+        let mut call = checked_call(&plan, &services, &runtime, number);
         group.bench_function(name, |b| {
             b.iter(|| runtime.block_on(plan.run(&mut call, &services)))
         });
     }
     group.finish();
+}
+
+/// `DIALPLAN_CALLS=N`: N calls of each route, untimed.
+fn count(calls: usize) {
+    let (plan, services, runtime) = shipped();
+    for (_, number) in ROUTES {
+        let mut call = checked_call(&plan, &services, &runtime, number);
+        for _ in 0..calls {
+            runtime.block_on(plan.run(&mut call, &services));
+        }
+    }
 }
 
 fn runaway(c: &mut Criterion) {
@@ -149,4 +185,13 @@ fn runaway(c: &mut Criterion) {
 }
 
 criterion_group!(benches, route, runaway);
-criterion_main!(benches);
+
+fn main() {
+    match std::env::var("DIALPLAN_CALLS") {
+        Ok(calls) => count(calls.parse().expect("DIALPLAN_CALLS is a number of calls")),
+        Err(_) => {
+            benches();
+            Criterion::default().configure_from_args().final_summary();
+        }
+    }
+}

@@ -2,10 +2,11 @@
 //! entry point is run once to prove it defines `route(call)`. Calls run the bytecode in
 //! warm states kept per version (see `sandbox.rs`); they never parse source.
 
+use super::bytecode::assigned_upvalues;
 use super::sandbox::{PRELUDE, PRELUDE_NAME, WRAP_PREFIX, WRAP_SUFFIX, Warm};
 use super::{DialplanError, MemoryKv, Services, SystemClock};
 use mlua::{Function, Lua, StdLib, Value};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
@@ -48,6 +49,9 @@ pub(crate) struct Code {
     modules: BTreeMap<String, Vec<u8>>,
     /// The file names, for recognising `file.lua:12:` in error messages.
     files: Vec<String>,
+    /// By chunk name (`@file.lua`), the upvalues its functions assign; `None` when that
+    /// is unknown (see `bytecode.rs`).
+    pub assigned_upvalues: BTreeMap<String, Option<BTreeSet<String>>>,
 }
 
 impl Code {
@@ -108,6 +112,7 @@ impl Dialplan {
             .map_err(|e| DialplanError::in_file(dir, format!("cannot start Lua: {e}")))?;
         let mut modules = BTreeMap::new();
         let mut files = Vec::new();
+        let mut assigned = BTreeMap::new();
         for file in fingerprint.names() {
             let path = dir.join(file);
             let name = module_name(file).ok_or_else(|| {
@@ -126,6 +131,7 @@ impl Dialplan {
             let wrapped = [WRAP_PREFIX.as_bytes(), &source, WRAP_SUFFIX.as_bytes()].concat();
             let chunk = compile(&compiler, &wrapped, &chunk_name)
                 .map_err(|e| DialplanError::from_lua(&e, dir, &[file]))?;
+            assigned.insert(chunk_name, assigned_upvalues(&chunk));
             modules.insert(name.to_owned(), chunk);
             files.push(file.to_owned());
         }
@@ -142,6 +148,7 @@ impl Dialplan {
             prelude,
             modules,
             files,
+            assigned_upvalues: assigned,
         });
         let plan = Dialplan {
             code,
@@ -158,8 +165,7 @@ impl Dialplan {
         Ok(plan)
     }
 
-    /// A warm state with a new environment for one call and the dialplan's top level
-    /// run in it, ready to run `route`.
+    /// A warm state readied for one call (see `Warm::begin`), ready to run `route`.
     pub(crate) fn instantiate(&self, services: &Services) -> Result<Instance, DialplanError> {
         let err = |e: mlua::Error| self.code.error(&e);
         let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();

@@ -16,6 +16,7 @@
 //! ```
 
 mod api;
+mod bytecode;
 pub mod call;
 mod error;
 pub mod harness;

@@ -104,7 +104,9 @@ impl Dialplan {
             if thread.status() != ThreadStatus::Resumable {
                 return Ok(());
             }
-            let step = match api::parse_op(yielded) {
+            // Reading the arguments runs no script code (raw reads, no metamethods).
+            let op = unlimited(lua, || Ok(api::parse_op(lua, yielded))).map_err(err)?;
+            let step = match op {
                 Ok(op) => run.perform(call, lua, op).await,
                 Err(message) => Step::Resume(refusal(lua, message)),
             };
@@ -139,12 +141,9 @@ impl Run {
                 if matches!(result.status, DialStatus::Answered | DialStatus::Cancelled) {
                     self.phase = Phase::Over;
                 }
-                let table = unlimited(lua, || api::dial_result_table(lua, &result));
+                let fields = api::dial_result_fields(&result);
                 self.last_dial = Some(result);
-                match table {
-                    Ok(t) => Step::Resume(success(lua, t)),
-                    Err(e) => Step::Resume(refusal(lua, e.to_string())),
-                }
+                Step::Resume(success(lua, fields))
             }
             Op::Answer if self.phase == Phase::Answered => Step::Resume(success(lua, ())),
             Op::Answer => self.outcome(lua, call.answer().await, Phase::Answered),

@@ -492,6 +492,105 @@ async fn nothing_a_call_changes_reaches_the_next() {
     }
 }
 
+#[tokio::test]
+async fn what_the_top_level_built_is_the_same_for_every_call() {
+    // The top level runs once per warm state and is reused: every way a call can
+    // change what it built (nested tables, lists, upvalues, raw writes, a module used
+    // as a metatable) is seen by that call and by none after it.
+    let dir = plan_dir(
+        r#"local office = require "office"
+           local calls = 0
+           local function bump() calls = calls + 1; return calls end
+           local function counter() local n = 0; return function() n = n + 1; return n end end
+           local next_id = counter()
+           local Counter = { __index = {} }
+           function Counter.__index.get(self) return self.n end
+           function route(call)
+             local leaks = {}
+             local function check(name, ok) if not ok then leaks[#leaks + 1] = name end end
+             check("nested", office.groups.sales.members[1] == "1001" and office.groups.sales.timeout == 20)
+             check("list", #office.groups.sales.members == 2 and rawlen(office.groups.sales.members) == 2)
+             check("raw", rawget(office, "name") == "ACME" and office.extra == nil)
+             check("upvalue", bump() == 1 and next_id() == 1)
+             local keys = 0
+             for _ in pairs(office.groups) do keys = keys + 1 end
+             check("pairs", keys == 1 and next(office) ~= nil)
+             check("metatable", setmetatable({ n = 7 }, Counter):get() == 7 and getmetatable(setmetatable({}, Counter)) == Counter)
+             call.vars.leaks = table.concat(leaks, " ")
+             office.groups.sales.members[1] = "1009"
+             table.insert(office.groups.sales.members, "1010")
+             office.groups.sales.timeout = nil
+             office.groups.support = { members = {} }
+             rawset(office, "extra", true)
+             office.name = nil
+             Counter.__index.get = nil
+             call.vars.seen = office.groups.sales.members[1] .. " " .. #office.groups.sales.members
+               .. " " .. tostring(rawget(office, "extra")) .. " " .. tostring(office.name)
+           end"#,
+    );
+    std::fs::write(
+        dir.path().join("office.lua"),
+        r#"return { name = "ACME", groups = { sales = { members = { "1001", "1002" }, timeout = 20 } } }"#,
+    )
+    .unwrap();
+    let plan = Dialplan::load(dir.path()).unwrap();
+    for _ in 0..3 {
+        let outcome = plan.run(&mut Recorder::new(), &services()).await;
+        assert_eq!(outcome.error, None);
+        assert_eq!(var(&outcome, "leaks"), text("").as_ref());
+        assert_eq!(var(&outcome, "seen"), text("1009 3 true nil").as_ref());
+    }
+}
+
+#[tokio::test]
+async fn office_hours_changed_by_a_call_are_read_as_changed_in_that_call_only() {
+    // Parsed hours tables of the top level are kept between calls; a call that
+    // changes one (even deep inside) must see its change, and the next call must not.
+    let clock = Arc::new(ManualClock::new(
+        "2025-01-06T10:15:00Z".parse::<Timestamp>().unwrap(),
+    ));
+    let mut services = services().with_clock(clock);
+    services.zone = jiff::tz::TimeZone::UTC;
+    let dir = plan_dir(
+        r#"local hours = { ["mon-sun"] = { "00:00", "24:00" } }
+           function route(call)
+             local before = time.is_open(hours)
+             hours["mon-sun"][2] = "00:01"
+             call.vars.open = tostring(before) .. " " .. tostring(time.is_open(hours))
+           end"#,
+    );
+    let plan = Dialplan::load(dir.path()).unwrap();
+    for _ in 0..3 {
+        let outcome = plan.run(&mut Recorder::new(), &services).await;
+        assert_eq!(outcome.error, None);
+        assert_eq!(var(&outcome, "open"), text("true false").as_ref());
+    }
+}
+
+#[tokio::test]
+async fn a_top_level_that_reads_the_store_runs_again_for_each_call() {
+    // What a top level reads from the store, the clock or a random number can change
+    // between calls, so such a top level is not reused.
+    let kv = Arc::new(MemoryKv::default());
+    let services = Services::new(kv.clone());
+    let dir = plan_dir(
+        r#"local mode = kv.get("plan", "mode") or "day"
+           local Box = {}
+           Box.__index = Box
+           local shared = setmetatable({ hits = 0 }, Box)
+           function route(call)
+             shared.hits = shared.hits + 1
+             call.vars.mode = mode .. " " .. shared.hits
+           end"#,
+    );
+    let plan = Dialplan::load(dir.path()).unwrap();
+    let outcome = plan.run(&mut Recorder::new(), &services).await;
+    assert_eq!(var(&outcome, "mode"), text("day 1").as_ref());
+    kv.set("plan", "mode", "night").unwrap();
+    let outcome = plan.run(&mut Recorder::new(), &services).await;
+    assert_eq!(var(&outcome, "mode"), text("night 1").as_ref());
+}
+
 #[tokio::test(start_paused = true)]
 async fn waiting_in_dial_spends_no_budget() {
     let mut services = services();

@@ -1,11 +1,14 @@
 //! Time-of-day helpers for office hours (`time.now`, `time.weekday`, `time.is_between`,
 //! `time.is_open`), reading a [`Clock`] so the test harness can say what time it is.
 
-use super::sandbox::{script_error, with_scope};
+use super::sandbox::{readable, script_error, unchanged_frozen, unlimited, with_scope};
 use jiff::Timestamp;
 use jiff::civil::{Date, Weekday};
 use jiff::tz::TimeZone;
 use mlua::{Lua, Table, Value};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -115,14 +118,14 @@ struct Hours {
 }
 
 impl Hours {
-    fn from_lua(table: &Table) -> Result<Hours, String> {
+    fn from_lua(lua: &Lua, table: &Table) -> Result<Hours, String> {
         let mut hours = Hours::default();
-        for pair in table.pairs::<String, Value>() {
+        for pair in readable(lua, table.clone()).pairs::<String, Value>() {
             let (key, value) = pair.map_err(|e| format!("keys must be strings ({e})"))?;
             match key.as_str() {
                 "zone" => hours.zone = Some(expect_string(&key, &value)?),
                 "closed" => {
-                    for item in expect_list(&key, &value)? {
+                    for item in expect_list(lua, &key, &value)? {
                         let text = expect_string("closed", &item)?;
                         let date = text.parse::<Date>().map_err(|_| {
                             format!("closed: {text:?} is not a date like \"2025-12-25\"")
@@ -131,7 +134,7 @@ impl Hours {
                     }
                 }
                 spec => {
-                    let ranges = parse_ranges(spec, &value)?;
+                    let ranges = parse_ranges(lua, spec, &value)?;
                     for day in parse_day_spec(spec)? {
                         hours.days[usize::from(day.to_monday_zero_offset().unsigned_abs())]
                             .extend(&ranges);
@@ -172,12 +175,12 @@ fn parse_day_spec(spec: &str) -> Result<Vec<Weekday>, String> {
 }
 
 /// `{"09:00", "17:00"}` or a list of such pairs.
-fn parse_ranges(spec: &str, value: &Value) -> Result<Vec<(u32, u32)>, String> {
-    let items = expect_list(spec, value)?;
+fn parse_ranges(lua: &Lua, spec: &str, value: &Value) -> Result<Vec<(u32, u32)>, String> {
+    let items = expect_list(lua, spec, value)?;
     let pairs = if items.iter().all(|v| matches!(v, Value::Table(_))) {
         items
             .iter()
-            .map(|v| expect_list(spec, v))
+            .map(|v| expect_list(lua, spec, v))
             .collect::<Result<Vec<_>, _>>()?
     } else {
         vec![items]
@@ -215,9 +218,9 @@ fn expect_string(key: &str, value: &Value) -> Result<String, String> {
     }
 }
 
-fn expect_list(key: &str, value: &Value) -> Result<Vec<Value>, String> {
+fn expect_list(lua: &Lua, key: &str, value: &Value) -> Result<Vec<Value>, String> {
     match value {
-        Value::Table(t) => t
+        Value::Table(t) => readable(lua, t.clone())
             .sequence_values::<Value>()
             .collect::<mlua::Result<Vec<_>>>()
             .map_err(|e| format!("{key}: {e}")),
@@ -285,9 +288,31 @@ fn is_between(lua: &Lua, (from, to, zone): (String, String, Option<String>)) -> 
     Ok(in_range(seconds_of_day(&now), from, to))
 }
 
-fn is_open(lua: &Lua, hours: Table) -> mlua::Result<bool> {
-    let hours =
-        Hours::from_lua(&hours).map_err(|e| script_error(lua, format!("time.is_open: {e}")))?;
+/// Hours tables of the plan's frozen top level, parsed, by the address of what they
+/// hold (see `sandbox::unchanged_frozen`): reading one costs more than the rest of a
+/// route, and a plan passes the same one on every call.
+#[derive(Default)]
+pub(crate) struct HoursCache(RefCell<HashMap<usize, Arc<Hours>>>);
+
+fn is_open(lua: &Lua, table: Table) -> mlua::Result<bool> {
+    let key = unchanged_frozen(lua, &table);
+    let cached = key.and_then(|key| {
+        let cache = lua.app_data_ref::<HoursCache>()?;
+        cache.0.borrow().get(&key).cloned()
+    });
+    let hours = match cached {
+        Some(hours) => hours,
+        None => {
+            // Reading the table runs no script code (raw reads, no metamethods).
+            let hours = unlimited(lua, || Ok(Hours::from_lua(lua, &table)))?
+                .map_err(|e| script_error(lua, format!("time.is_open: {e}")))?;
+            let hours = Arc::new(hours);
+            if let (Some(key), Some(cache)) = (key, lua.app_data_ref::<HoursCache>()) {
+                cache.0.borrow_mut().insert(key, hours.clone());
+            }
+            hours
+        }
+    };
     let now = local_now(lua, "time.is_open", hours.zone.as_deref())?;
     Ok(hours.is_open(now.date(), seconds_of_day(&now)))
 }
@@ -342,7 +367,7 @@ mod tests {
             )
             .eval()
             .unwrap();
-        let hours = Hours::from_lua(&table).unwrap();
+        let hours = Hours::from_lua(&lua, &table).unwrap();
         assert_eq!(hours.zone.as_deref(), Some("Europe/Berlin"));
         let date = |s: &str| s.parse::<Date>().unwrap();
         // 2025-12-24 is a Wednesday, 2025-12-27 a Saturday.
@@ -360,7 +385,7 @@ mod tests {
             ("{ closed = {'25.12.2025'} }", "is not a date"),
         ] {
             let table: Table = lua.load(format!("return {bad}")).eval().unwrap();
-            let err = Hours::from_lua(&table).unwrap_err();
+            let err = Hours::from_lua(&lua, &table).unwrap_err();
             assert!(err.contains(expected), "{bad}: {err}");
         }
     }
