@@ -6,7 +6,7 @@
 use std::io::{BufRead, BufReader};
 use std::net::{IpAddr, SocketAddr, TcpListener, UdpSocket};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
@@ -298,7 +298,7 @@ pub fn sipp_register(
     (ip, transport): (&str, &str),
     (ext, password): (&str, &str),
     contact_port: u16,
-) -> std::process::Output {
+) -> Output {
     let (port, contact_port) = (free_port().to_string(), contact_port.to_string());
     sipp_from(
         ip,
@@ -423,13 +423,7 @@ pub fn start_callee_with(server: &Server, scenario: &str, options: &[&str]) -> C
 }
 
 /// `calls` calls from 1000 to `callee` at `rate` per second, each held `hold_ms`.
-pub fn call_uac(
-    server: &Server,
-    callee: &str,
-    calls: u32,
-    rate: u32,
-    hold_ms: u32,
-) -> std::process::Output {
+pub fn call_uac(server: &Server, callee: &str, calls: u32, rate: u32, hold_ms: u32) -> Output {
     call_uac_with(server, "uac.xml", callee, calls, rate, hold_ms)
 }
 
@@ -441,7 +435,7 @@ pub fn call_uac_with(
     calls: u32,
     rate: u32,
     hold_ms: u32,
-) -> std::process::Output {
+) -> Output {
     let (hold, calls, rate) = (hold_ms.to_string(), calls.to_string(), rate.to_string());
     uac(server, scenario, callee, free_port())
         .args([
@@ -481,6 +475,75 @@ pub fn uac(server: &Server, scenario: &str, callee: &str, media_port: u16) -> Co
     );
     cmd.args(["-set", "caller", "1000"]);
     cmd
+}
+
+/// SIPp's own limit for either end of a one-call test; every such call ends well
+/// within it.
+pub const ONE_CALL_TIMEOUT: &str = "30s";
+
+/// One call from 1000 to 1001 with the UAC scenario `scenario` from tests/sipp, pausing
+/// `hold_ms` where the scenario pauses, with more SIPp options (`-set` for the
+/// scenario's variables, `-t t1` for TCP, ...) in `options`.
+pub fn one_call(server: &Server, scenario: &str, hold_ms: u32, options: &[&str]) -> Output {
+    one_call_command(server, scenario, free_port(), hold_ms, options)
+        .output()
+        .expect("run SIPp UAC")
+}
+
+/// [`one_call`] on another thread, the caller's RTP port `media`, so that the test can
+/// watch the call while it is up.
+pub fn one_call_in_background(
+    server: &Server,
+    scenario: &str,
+    media: u16,
+    hold_ms: u32,
+    options: &[&str],
+) -> std::thread::JoinHandle<Output> {
+    let mut cmd = one_call_command(server, scenario, media, hold_ms, options);
+    std::thread::spawn(move || cmd.output().expect("run SIPp UAC"))
+}
+
+fn one_call_command(
+    server: &Server,
+    scenario: &str,
+    media: u16,
+    hold_ms: u32,
+    options: &[&str],
+) -> Command {
+    let mut cmd = uac(server, scenario, "1001", media);
+    cmd.args(["-d", &hold_ms.to_string()])
+        .args(["-m", "1", "-timeout", ONE_CALL_TIMEOUT, "-timeout_error"])
+        .args(options);
+    cmd
+}
+
+/// The callee of a one-call test: the UAS scenario `scenario` for exactly one call
+/// (bounded by [`ONE_CALL_TIMEOUT`]), with more SIPp options in `options`; its verdict
+/// comes from [`Callee::finish`].
+pub fn one_call_callee(server: &Server, scenario: &str, options: &[&str]) -> Callee {
+    let mut args = vec!["-m", "1", "-timeout", ONE_CALL_TIMEOUT, "-timeout_error"];
+    args.extend(options);
+    start_callee_with(server, scenario, &args)
+}
+
+/// Fails with `what` and everything SIPp wrote unless it exited successfully (every
+/// call succeeded and passed the scenario's checks).
+pub fn assert_sipp_succeeded(out: &Output, what: &str) {
+    assert!(
+        out.status.success(),
+        "{what}:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A server that asks for and accepts sessions of `secs` seconds (RFC 4028), below the
+/// RFC's 90 s minimum for tests.
+pub fn session_timer_server(secs: u32) -> Server {
+    Server::start_sip_with(
+        &format!("session_expires_secs = {secs}\nmin_se_secs = {secs}\n"),
+        SIPP_EXTENSIONS,
+    )
 }
 
 /// The server's call detail records, oldest first.
@@ -535,6 +598,71 @@ pub fn only_cdr(server: &Server) -> serde_json::Value {
     let records = cdrs(server);
     assert_eq!(records.len(), 1, "{records:?}");
     records[0].clone()
+}
+
+/// An answered call from 1000 to 1001 that `by` hung up with a cause starting with
+/// `cause_prefix` (the whole cause is a prefix too).
+pub fn assert_answered_cdr(cdr: &serde_json::Value, by: &str, cause_prefix: &str) {
+    assert_eq!(
+        (cdr["caller"].as_str(), cdr["callee"].as_str()),
+        (Some("1000"), Some("1001")),
+        "{cdr}"
+    );
+    assert_eq!(cdr["disposition"], "answered", "{cdr}");
+    assert_eq!(cdr["hangup_by"], by, "{cdr}");
+    assert!(
+        cdr["hangup_cause"]
+            .as_str()
+            .is_some_and(|c| c.starts_with(cause_prefix)),
+        "want a cause starting {cause_prefix:?}: {cdr}"
+    );
+}
+
+/// Waits up to 10 s for the server's first live call to satisfy `check`; fails with
+/// `what` and the last list of calls if it never does.
+pub fn assert_first_call_becomes(
+    server: &Server,
+    what: &str,
+    check: impl Fn(&serde_json::Value) -> bool,
+) {
+    let mut last = serde_json::Value::Null;
+    let ok = wait_until(Duration::from_secs(10), || {
+        last = admin_json(server, "calls");
+        check(&last["calls"][0])
+    });
+    assert!(ok, "{what}: {last}");
+}
+
+/// Whether the relay sends a live `call`'s media to `caller` on the caller's leg and to
+/// `callee` on the callee's (`ip:port`, as the phones' SDP said).
+pub fn relays_to(call: &serde_json::Value, caller: &str, callee: &str) -> bool {
+    call["a_leg"]["remote_media"] == caller && call["b_leg"]["remote_media"] == callee
+}
+
+/// A call in which one phone sends a re-INVITE without SDP, and the offer and answer
+/// that follow move both phones' RTP ports by 2 (the scenarios say which phone asks).
+/// The relay must follow both while the call is up and both ends must succeed; the
+/// caller hangs up 3 s after the exchange. Returns the call's CDR.
+pub fn offerless_reinvite_moving_both_ports(
+    server: &Server,
+    callee_scenario: &str,
+    caller_scenario: &str,
+) -> serde_json::Value {
+    let mut callee = one_call_callee(server, callee_scenario, &[]);
+    let caller_media = free_port();
+    let caller = one_call_in_background(server, caller_scenario, caller_media, 3000, &[]);
+    let wanted = (
+        format!("127.0.0.1:{}", caller_media + 2),
+        format!("127.0.0.1:{}", callee.media_port + 2),
+    );
+    assert_first_call_becomes(
+        server,
+        &format!("the relay did not follow the late exchange {wanted:?}"),
+        |call| relays_to(call, &wanted.0, &wanted.1),
+    );
+    assert_sipp_succeeded(&caller.join().expect("UAC thread"), "the caller failed");
+    callee.finish(Duration::from_secs(40));
+    only_cdr(server)
 }
 
 /// Within 10 s: no live call and every media port free again.
