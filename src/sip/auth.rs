@@ -6,7 +6,7 @@
 //! the caller. The usual server flow is [`DigestAuth::challenge`] for a request without
 //! credentials and [`DigestAuth::authenticate`] for one with them.
 
-use super::params::{is_token, quote};
+use super::params::{closing_quote, is_token, quote, unquote};
 use super::uri::Uri;
 use hmac::{Hmac, KeyInit, Mac};
 use md5::{Digest, Md5};
@@ -198,42 +198,18 @@ fn is_ws(c: char) -> bool {
 
 /// Reads a quoted-string at the start of `s`; returns its unescaped contents and the rest.
 fn take_quoted(s: &str) -> Result<(Cow<'_, str>, &str), AuthParseError> {
-    let bytes = s.as_bytes();
-    let mut escaped = false;
-    let mut i = 1;
-    while let Some(&b) = bytes.get(i) {
-        match b {
-            b'\\' => {
-                escaped = true;
-                i += 2;
-            }
-            b'"' => {
-                // Quote and backslash are ASCII, so `i` is a char boundary.
-                let inner = &s[1..i];
-                let value = if escaped {
-                    Cow::Owned(unescape_quoted(inner))
-                } else {
-                    Cow::Borrowed(inner)
-                };
-                return Ok((value, &s[i + 1..]));
-            }
-            _ => i += 1,
-        }
+    let close = closing_quote(s.as_bytes(), 1);
+    if close >= s.len() {
+        return Err(AuthParseError::Malformed("unterminated quoted string"));
     }
-    Err(AuthParseError::Malformed("unterminated quoted string"))
-}
-
-/// The inside of a quoted string with its `\x` escapes taken out.
-fn unescape_quoted(inner: &str) -> String {
-    let mut out = String::with_capacity(inner.len());
-    let mut chars = inner.chars();
-    while let Some(c) = chars.next() {
-        match c {
-            '\\' => out.extend(chars.next()),
-            _ => out.push(c),
-        }
-    }
-    out
+    // The closing quote is ASCII, so `close` is a char boundary.
+    let (quoted, rest) = (&s[..=close], &s[close + 1..]);
+    let value = if quoted.contains('\\') {
+        Cow::Owned(unquote(quoted))
+    } else {
+        Cow::Borrowed(&quoted[1..close])
+    };
+    Ok((value, rest))
 }
 
 /// A `WWW-Authenticate`/`Proxy-Authenticate` value: what a server offers, or what a

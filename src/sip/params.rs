@@ -190,7 +190,7 @@ impl<'a> Iterator for SplitUnquoted<'a> {
 
 /// The index of the `"` closing a quoted string whose contents start at `from`
 /// (quoted-pairs skipped), or the end of the text when it is unterminated.
-fn closing_quote(bytes: &[u8], from: usize) -> usize {
+pub fn closing_quote(bytes: &[u8], from: usize) -> usize {
     let mut i = from;
     while let Some(off) = memchr::memchr2(b'"', b'\\', &bytes[i.min(bytes.len())..]) {
         i += off;
