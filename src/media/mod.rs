@@ -2,10 +2,18 @@
 //! Pure parts (latching rules, RTP stream rewriting) take time as an argument and are
 //! unit-tested; the relay is the thin tokio shell around them.
 
+pub mod codec;
+pub mod dtmf;
+pub mod inband;
+pub mod jitter;
 pub mod latch;
 pub mod ports;
+pub mod recorder;
 pub mod relay;
+pub mod resample;
 pub mod rtp;
+pub mod tone;
+pub mod wav;
 
 pub use latch::Latch;
 pub use ports::{PortAllocator, PortRange, RtpPortPair};
