@@ -7,6 +7,7 @@
 //! [`Config::resolve_secrets`] generates random ones on first start and keeps them in
 //! `<storage.dir>/secrets.toml`, so no install ships a guessable password.
 
+use crate::media::codec::CodecKind;
 use crate::sip::{Host, SipStr};
 use rand::Rng;
 use serde::{Deserialize, Serialize, Serializer};
@@ -158,6 +159,8 @@ pub struct MediaConfig {
     /// A bridged call ends when a leg that should be sending has sent no RTP or RTCP
     /// for this long; `None` (`timeout_secs = 0`) never ends calls for silence.
     pub timeout: Option<Duration>,
+    /// The codecs offered and accepted, in preference order.
+    pub codecs: Vec<CodecKind>,
 }
 
 /// An inclusive port range that starts even, so RTP gets even ports and RTCP the next
@@ -211,6 +214,8 @@ pub struct Extension {
     /// The effective list: the extension's own override, else `[sip] auth_algorithms`,
     /// narrowed to the one algorithm an `ha1` was computed with.
     pub auth_algorithms: Vec<DigestAlgorithm>,
+    /// The extension's own codec list, replacing `[media] codecs` on its calls.
+    pub codecs: Option<Vec<CodecKind>>,
 }
 
 #[derive(Clone, PartialEq, Eq)]
@@ -614,6 +619,7 @@ struct MediaFile {
     rtp_ports: String,
     public_address: Option<String>,
     timeout_secs: u64,
+    codecs: Vec<String>,
 }
 
 impl Default for MediaFile {
@@ -622,6 +628,7 @@ impl Default for MediaFile {
             rtp_ports: "20000-29999".into(),
             public_address: None,
             timeout_secs: 60,
+            codecs: ["PCMU", "PCMA", "G722", "opus"].map(String::from).to_vec(),
         }
     }
 }
@@ -647,6 +654,7 @@ struct ExtensionFile {
     ha1: Option<String>,
     display_name: Option<String>,
     auth_algorithms: Option<Vec<String>>,
+    codecs: Option<Vec<String>>,
 }
 
 // ---- validation ----
@@ -879,7 +887,40 @@ fn validate_media(raw: MediaFile) -> Result<MediaConfig, KeyError> {
         rtp_ports: PortRange { start, end },
         public_address,
         timeout: (raw.timeout_secs > 0).then(|| Duration::from_secs(raw.timeout_secs)),
+        codecs: parse_codecs("media.codecs", &raw.codecs)?,
     })
+}
+
+/// A codec list: known names (any case), each once, at least one.
+fn parse_codecs(key: &str, names: &[String]) -> Result<Vec<CodecKind>, KeyError> {
+    if names.is_empty() {
+        return Err(bad(key, "must name at least one codec"));
+    }
+    let mut kinds: Vec<CodecKind> = Vec::with_capacity(names.len());
+    for (i, name) in names.iter().enumerate() {
+        let sdp_name = match name.to_ascii_lowercase().as_str() {
+            "pcmu" => Some(("PCMU", 8000, 1)),
+            "pcma" => Some(("PCMA", 8000, 1)),
+            "g722" => Some(("G722", 8000, 1)),
+            "opus" => Some(("opus", 48000, 2)),
+            _ => None,
+        };
+        let kind = sdp_name.and_then(|(n, rate, channels)| CodecKind::from_sdp(n, rate, channels));
+        let kind = kind.ok_or_else(|| {
+            bad(
+                format!("{key}[{i}]"),
+                format!("unknown codec {name:?} (known: PCMU, PCMA, G722, opus)"),
+            )
+        })?;
+        if kinds.contains(&kind) {
+            return Err(bad(
+                format!("{key}[{i}]"),
+                format!("{name:?} is listed twice"),
+            ));
+        }
+        kinds.push(kind);
+    }
+    Ok(kinds)
 }
 
 fn resolve_dir(key: &str, dir: PathBuf, base: Option<&Path>) -> Result<PathBuf, KeyError> {
@@ -956,10 +997,15 @@ fn validate_extension(
             "must be non-empty text on one line",
         ));
     }
+    let codecs = match &raw.codecs {
+        Some(names) => Some(parse_codecs(&format!("{key}.codecs"), names)?),
+        None => None,
+    };
     Ok(Extension {
         display_name: raw.display_name,
         credential,
         auth_algorithms,
+        codecs,
     })
 }
 

@@ -4,8 +4,9 @@
 use super::control::Op;
 use super::timers::MediaActivity;
 use crate::dialplan::call::{DialRequest, DialResult, DialStatus, DialTarget};
+use crate::media::plan::DirectionPlan;
 use crate::media::{Relay, RtpPortPair, Side};
-use crate::sdp::{OriginState, Sdp};
+use crate::sdp::{Codec, OriginState, Sdp};
 use crate::sip::dialog::{Dialog, Forks, SessionTimer};
 use crate::sip::transaction::{Peer, TxKey};
 use crate::sip::{Request, Response, SipStr};
@@ -35,6 +36,8 @@ pub struct ALeg {
     pub timer: Option<SessionTimer>,
     /// Whether session refreshes may go by UPDATE (see `timers::takes_update`).
     pub takes_update: bool,
+    /// The codecs this leg may use (the caller's extension's own list, or the default).
+    pub codecs: Vec<Codec>,
 }
 
 /// One INVITE we sent for a dial, with the early dialogs its responses created.
@@ -53,6 +56,8 @@ pub struct Branch {
     /// The o= state of the offer in the INVITE, kept by the leg if this branch wins
     /// (its session id must not change in the dialog, RFC 3264 §8).
     pub origin: OriginState,
+    /// The codecs offered to this target.
+    pub codecs: Vec<Codec>,
 }
 
 /// The answered callee's leg: switchboard is its UAC.
@@ -69,6 +74,7 @@ pub struct BLeg {
     pub timer: Option<SessionTimer>,
     /// Whether session refreshes may go by UPDATE (see `timers::takes_update`).
     pub takes_update: bool,
+    pub codecs: Vec<Codec>,
 }
 
 /// An offer switchboard sent in a 2xx, whose answer is due in the ACK: the INVITE or
@@ -122,6 +128,10 @@ pub struct Media {
     pub relay: Option<Relay>,
     /// Whether media should be flowing, for the media timeout.
     pub activity: MediaActivity,
+    /// The callee's latest description (its offer or answer).
+    pub b_sdp: Option<Sdp>,
+    /// The path each direction (from A, from B) was last set to.
+    pub plans: [Option<DirectionPlan>; 2],
 }
 
 /// An in-dialog request relayed from one leg to the other, waiting for its answer.
@@ -186,6 +196,7 @@ impl Call {
                 our_ip: self.a.our_ip,
                 port: self.media.a_port,
                 origin: &mut self.a.origin,
+                codecs: &self.a.codecs,
             }),
             Side::B => self.b.as_mut().map(|b| LegSdp {
                 dialog: &mut b.dialog,
@@ -193,6 +204,7 @@ impl Call {
                 our_ip: b.our_ip,
                 port: self.media.b_port,
                 origin: &mut b.origin,
+                codecs: &b.codecs,
             }),
         }
     }
@@ -217,12 +229,38 @@ pub struct LegSdp<'a> {
     pub our_ip: IpAddr,
     pub port: u16,
     pub origin: &'a mut OriginState,
+    pub codecs: &'a [Codec],
 }
 
 impl LegSdp<'_> {
-    /// `sdp`, from the other leg, as this leg is to see it.
-    pub fn rewrite(&mut self, sdp: &Sdp) -> Sdp {
-        crate::sdp::rewrite_for_leg(sdp, self.our_ip, &[self.port], self.origin)
+    /// `offer`, received on the other leg, as the offer to make on this one: its
+    /// codecs first, then the rest of this leg's. `None` without an audio stream.
+    pub fn offer_across(&mut self, offer: &Sdp) -> Option<Sdp> {
+        let offer = crate::sdp::offer_across(offer, self.codecs)?;
+        Some(crate::sdp::rewrite_for_leg(
+            &offer,
+            self.our_ip,
+            &[self.port],
+            self.origin,
+        ))
+    }
+
+    /// The answer to this leg's `offer`, once the other leg answered ours with
+    /// `other_answer`: the same codec where this leg has it (relayed), else its own.
+    pub fn answer_across(&mut self, offer: &Sdp, other_answer: &Sdp) -> Sdp {
+        crate::sdp::answer_across(
+            offer,
+            other_answer,
+            self.codecs,
+            self.our_ip,
+            &[self.port],
+            self.origin,
+        )
+    }
+
+    /// Switchboard's own answer to this leg's `offer`.
+    pub fn answer(&mut self, offer: &Sdp) -> Sdp {
+        crate::sdp::answer(offer, self.codecs, self.our_ip, &[self.port], self.origin)
     }
 }
 

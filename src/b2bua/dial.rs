@@ -5,10 +5,10 @@
 //! offer (see `late_offer`).
 
 use super::call::{BLeg, Branch, DialState, HeldAck};
-use super::{B2bua, CallTimer, relayable_codecs};
+use super::{B2bua, CallTimer};
 use crate::dialplan::call::{DialRequest, DialResult, DialStatus, DialTarget, Strategy};
 use crate::media::Side;
-use crate::sdp::{OriginState, Sdp, restrict_offer};
+use crate::sdp::{OriginState, Sdp};
 use crate::sip::dialog::{Body, Forks, InviteParams, new_call_id, new_uac_invite, sip_address};
 use crate::sip::transaction::{Peer, SendError, TransactionLayer, TransportKind};
 use crate::sip::{HeaderName, Host, Method, NameAddr, SipStr, SipUri, Uri};
@@ -139,6 +139,11 @@ impl B2bua {
         let sent_by = self.sent_by(&peer);
         let our_contact = self.contact(&peer);
         let shard = self.shard;
+        let extension = match target {
+            DialTarget::Extension(e) => Some(e.as_str()),
+            DialTarget::Uri(_) => None,
+        };
+        let codecs = self.ctx.codecs.for_leg(extension).to_vec();
         let Some(call) = self.calls.get_mut(&id) else {
             return false;
         };
@@ -159,10 +164,20 @@ impl B2bua {
         };
         let mut origin = OriginState::new(rand::random::<u32>() as u64);
         // No offer from the caller: none to the callee either; its 2xx will make one.
-        let offer =
-            call.a.sdp.as_ref().map(|sdp| {
-                crate::sdp::rewrite_for_leg(sdp, our_ip, &[call.media.b_port], &mut origin)
-            });
+        // Otherwise the caller's codecs first, so the callee can pick one of them and
+        // the media is relayed, then the rest of the callee's, so it never has to refuse.
+        let offer = match &call.a.sdp {
+            Some(sdp) => match crate::sdp::offer_across(sdp, &codecs) {
+                Some(offer) => Some(crate::sdp::rewrite_for_leg(
+                    &offer,
+                    our_ip,
+                    &[call.media.b_port],
+                    &mut origin,
+                )),
+                None => return false,
+            },
+            None => None,
+        };
         let caller = call.a.dialog.remote().clone();
         let number = dial
             .request
@@ -222,6 +237,7 @@ impl B2bua {
             provisional: false,
             cancel_pending: false,
             origin,
+            codecs,
         });
         self.by_client_tx.insert(key, id);
         self.by_dialog.insert(dialog_key.clone(), (id, Side::B));
@@ -342,13 +358,12 @@ impl B2bua {
             // SDP in a provisional to an offerless INVITE would be an offer, which only a
             // reliable provisional may carry (RFC 3262, not supported): relay the 18x
             // without it.
-            if let Some(early) = sdp_of(&resp).filter(|_| !offerless) {
-                let body = crate::sdp::rewrite_for_leg(
-                    &early,
-                    call.a.our_ip,
-                    &[call.media.a_port],
-                    &mut call.a.origin,
-                );
+            let early = sdp_of(&resp).filter(|_| !offerless);
+            if let (Some(early), Some(offer)) = (early, call.a.sdp.clone()) {
+                let Some(mut leg) = call.leg_sdp(Side::A) else {
+                    return;
+                };
+                let body = leg.answer_across(&offer, &early);
                 relay_resp.set_body("application/sdp", body.to_bytes());
                 let _ = txl.send_response(now, call.a.invite_tx, relay_resp);
                 self.update_relay(id, Side::B, &early);
@@ -410,12 +425,13 @@ impl B2bua {
         // goes on to the caller cut down to what the bridge carries.
         let session = match (&sdp, offerless) {
             (Some(answer), false) => Some(Session::Answer(answer.clone())),
-            (Some(offer), true) => {
-                restrict_offer(offer, &relayable_codecs()).map(|relayable| Session::Offer {
+            (Some(offer), true) => call
+                .leg_sdp(Side::A)
+                .and_then(|mut leg| leg.offer_across(offer))
+                .map(|relayable| Session::Offer {
                     offer: offer.clone(),
                     relayable: Box::new(relayable),
-                })
-            }
+                }),
             (None, _) => None,
         };
         let won = call.b.is_none()
@@ -429,7 +445,7 @@ impl B2bua {
             let our_answer = sdp.filter(|_| offerless).map(|offer| {
                 let ours = crate::sdp::answer(
                     &offer,
-                    &relayable_codecs(),
+                    &call.branches[index].codecs,
                     our_ip,
                     &[call.media.b_port],
                     &mut OriginState::new(rand::random::<u32>() as u64),
@@ -466,6 +482,7 @@ impl B2bua {
             origin: call.branches[index].origin.clone(),
             timer,
             takes_update: super::timers::takes_update(&resp.headers),
+            codecs: call.branches[index].codecs.clone(),
         });
         call.answered_by = Some(target);
         if let Some(dial) = call.dial.take() {
@@ -495,15 +512,9 @@ impl B2bua {
             Session::Offer { offer, .. } => {
                 // The dialplan answered the caller already: the callee gets our answer.
                 let call = self.calls.get_mut(&id);
-                let ours = call.and_then(|c| c.leg_sdp(Side::B)).map(|leg| {
-                    crate::sdp::answer(
-                        &offer,
-                        &relayable_codecs(),
-                        leg.our_ip,
-                        &[leg.port],
-                        leg.origin,
-                    )
-                });
+                let ours = call
+                    .and_then(|c| c.leg_sdp(Side::B))
+                    .map(|mut leg| leg.answer(&offer));
                 self.ack_bridged(txl, id, cseq, ours.map(|o| Body::sdp(o.to_bytes())));
                 self.update_relay(id, Side::B, &offer);
             }
@@ -525,13 +536,20 @@ impl B2bua {
         b.ack = Some(ack);
     }
 
-    /// Answers the caller's INVITE with 200 and the callee's `sdp` rewritten for it.
+    /// Answers the caller's INVITE with 200 and an SDP made from the callee's `sdp`:
+    /// the answer to the caller's offer, or (an offerless INVITE) the offer to it.
     fn answer_caller_from(&mut self, txl: &mut TransactionLayer, id: u64, sdp: &Sdp, now: Instant) {
-        let Some(leg) = self.calls.get_mut(&id).and_then(|c| c.leg_sdp(Side::A)) else {
+        let Some(call) = self.calls.get_mut(&id) else {
             return;
         };
-        let mut leg = leg;
-        let body = leg.rewrite(sdp);
+        let offer = call.a.sdp.clone();
+        let Some(mut leg) = call.leg_sdp(Side::A) else {
+            return;
+        };
+        let body = match &offer {
+            Some(offer) => leg.answer_across(offer, sdp),
+            None => crate::sdp::rewrite_for_leg(sdp, leg.our_ip, &[leg.port], leg.origin),
+        };
         self.send_2xx_to_caller(txl, id, Body::sdp(body.to_bytes()), now);
     }
 }
@@ -590,11 +608,26 @@ mod tests {
     }
 
     #[test]
-    fn relayable_codecs_include_g711() {
-        assert!(
-            relayable_codecs()
+    fn codec_lists_carry_telephone_events_at_each_audio_clock() {
+        use crate::media::codec::CodecKind;
+        let names = |kinds: &[CodecKind]| -> Vec<String> {
+            super::super::sdp_codecs(kinds)
                 .iter()
-                .any(|c| c.name.eq_ignore_ascii_case("PCMU"))
+                .map(|c| format!("{}/{}", c.name, c.clock_rate))
+                .collect()
+        };
+        assert_eq!(
+            names(&[CodecKind::Pcma, CodecKind::Opus]),
+            [
+                "PCMA/8000",
+                "opus/48000",
+                "telephone-event/8000",
+                "telephone-event/48000"
+            ]
+        );
+        assert_eq!(
+            names(&[CodecKind::G722]),
+            ["G722/8000", "telephone-event/8000"]
         );
     }
 }

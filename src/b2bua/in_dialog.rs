@@ -118,16 +118,16 @@ impl B2bua {
             // Answered by the script but not bridged: answer for ourselves, or make our
             // own offer to an offerless re-INVITE.
             let mut resp = call.a.dialog.respond(&req, 200);
-            let codecs = super::relayable_codecs();
+            let codecs = &call.a.codecs;
             let (ip, origin) = (call.a.our_ip, &mut call.a.origin);
             let late = offer.is_none() && req.method == Method::Invite;
             match &offer {
                 Some(sdp) => {
-                    let ours = crate::sdp::answer(sdp, &codecs, ip, &[a_port], origin);
+                    let ours = crate::sdp::answer(sdp, codecs, ip, &[a_port], origin);
                     resp.set_body("application/sdp", ours.to_bytes());
                 }
                 None if late => {
-                    let ours = crate::sdp::own_offer(&codecs, ip, a_port, origin);
+                    let ours = crate::sdp::own_offer(codecs, ip, a_port, origin);
                     resp.set_body("application/sdp", ours.to_bytes());
                 }
                 None => {}
@@ -142,20 +142,36 @@ impl B2bua {
             }
             return;
         };
-        let (target, peer, our_ip, port, origin) = match other(side) {
+        let (target, peer, our_ip, port, origin, codecs) = match other(side) {
             Side::A => (
                 &mut call.a.dialog,
                 call.a.peer,
                 call.a.our_ip,
                 a_port,
                 &mut call.a.origin,
+                &call.a.codecs,
             ),
-            Side::B => (&mut b.dialog, b.peer, b.our_ip, b_port, &mut b.origin),
+            Side::B => (
+                &mut b.dialog,
+                b.peer,
+                b.our_ip,
+                b_port,
+                &mut b.origin,
+                &b.codecs,
+            ),
         };
-        let body = match (&offer, req.body.is_empty()) {
-            (Some(sdp), _) => Some(Body::sdp(
-                crate::sdp::rewrite_for_leg(sdp, our_ip, &[port], origin).to_bytes(),
+        let across = offer
+            .as_ref()
+            .map(|sdp| crate::sdp::offer_across(sdp, codecs));
+        let body = match (across, req.body.is_empty()) {
+            (Some(Some(sdp)), _) => Some(Body::sdp(
+                crate::sdp::rewrite_for_leg(&sdp, our_ip, &[port], origin).to_bytes(),
             )),
+            (Some(None), _) => {
+                let resp = Response::to_request(&req, 488, "Not Acceptable Here (no audio)");
+                let _ = txl.send_response(now, key, resp);
+                return;
+            }
             (None, false) => req.content_type().map(|ct| Body {
                 content_type: ct.clone(),
                 bytes: req.body.clone(),
@@ -239,22 +255,36 @@ impl B2bua {
             return;
         };
         let Some(b) = call.b.as_mut() else { return };
-        let (source, our_ip, port, origin) = match relayed.from {
+        let (source, our_ip, port, origin, codecs) = match relayed.from {
             Side::A => (
                 &mut call.a.dialog,
                 call.a.our_ip,
                 a_port,
                 &mut call.a.origin,
+                &call.a.codecs,
             ),
-            Side::B => (&mut b.dialog, b.our_ip, b_port, &mut b.origin),
+            Side::B => (&mut b.dialog, b.our_ip, b_port, &mut b.origin, &b.codecs),
         };
         let mut out = source.respond(&relayed.request, resp.status);
         out.reason = resp.reason.clone();
-        if let Some(sdp) = &answer {
-            out.set_body(
-                "application/sdp",
-                crate::sdp::rewrite_for_leg(sdp, our_ip, &[port], origin).to_bytes(),
-            );
+        let requested = Sdp::parse(&relayed.request.body).ok();
+        // The answer to the requester's offer, made from the other phone's; or, to an
+        // offerless re-INVITE, the other phone's offer passed on.
+        let passed_on = match (&answer, &requested) {
+            (Some(sdp), Some(offer)) => Some(crate::sdp::answer_across(
+                offer,
+                sdp,
+                codecs,
+                our_ip,
+                &[port],
+                origin,
+            )),
+            (Some(sdp), None) => crate::sdp::offer_across(sdp, codecs)
+                .map(|offer| crate::sdp::rewrite_for_leg(&offer, our_ip, &[port], origin)),
+            (None, _) => None,
+        };
+        if let Some(sdp) = &passed_on {
+            out.set_body("application/sdp", sdp.to_bytes());
         } else if !resp.body.is_empty()
             && let Some(ct) = resp.content_type()
         {

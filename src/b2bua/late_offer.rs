@@ -12,7 +12,7 @@
 //! our 2xx is switchboard's own.
 
 use super::call::{HeldAck, LateOffer, LegSdp};
-use super::{B2bua, CallTimer, relayable_codecs};
+use super::{B2bua, CallTimer};
 use crate::media::Side;
 use crate::sdp::Sdp;
 use crate::sip::Request;
@@ -138,7 +138,9 @@ impl B2bua {
             .in_scope(|| tracing::info!(?side, "late offer answered"));
         if let Some(held) = late.held {
             let to = super::in_dialog::other(side);
-            self.ack_held(txl, id, to, &held, |leg| leg.rewrite(&answer));
+            self.ack_held(txl, id, to, &held, |leg| {
+                leg.answer_across(&held.offer, &answer)
+            });
         }
         self.update_relay(id, side, &answer);
     }
@@ -194,15 +196,7 @@ impl B2bua {
             return;
         };
         let (to, held) = held;
-        self.ack_held(txl, id, to, &held, |leg| {
-            crate::sdp::answer(
-                &held.offer,
-                &relayable_codecs(),
-                leg.our_ip,
-                &[leg.port],
-                leg.origin,
-            )
-        });
+        self.ack_held(txl, id, to, &held, |leg| leg.answer(&held.offer));
     }
 
     /// ACKs the held 2xx of the leg on `to`, with the answer `write` makes for that

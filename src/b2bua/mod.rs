@@ -20,13 +20,15 @@ mod timers;
 pub use cdr::CdrSink;
 
 use crate::dialplan::call::{CallInfo, DialResult, DialStatus, Party};
+use crate::media::codec::CodecKind;
+use crate::media::plan::{DirectionPlan, LegFormats};
 use crate::media::{PortAllocator, Relay, RelayConfig, Side};
 use crate::registrar::Registrar;
 use crate::sdp::{Codec, Direction, OriginState, Sdp};
 use crate::sip::dialog::{Body, Dialog, SentBy, TimerPolicy, new_tag};
 use crate::sip::transaction::{Peer, TransactionLayer, TransportKind, TxKey};
 use crate::sip::{Known, Method, Request, Response, SipStr, SipUri, Uri, reason_phrase};
-use crate::store::{Cdr, Disposition, HangupBy};
+use crate::store::{CallMedia, Cdr, Disposition, HangupBy};
 use call::{ALeg, Call, Media, refuse};
 use control::{CallCommand, CallHandle, Op};
 use serde::Serialize;
@@ -57,17 +59,55 @@ pub struct B2buaContext {
     pub media_timeout: Option<Duration>,
     /// `[sip] session_expires_secs` and `min_se_secs`, for every leg.
     pub timer_policy: TimerPolicy,
+    /// `[media] codecs` and the extensions' own lists.
+    pub codecs: CodecPolicy,
 }
 
-/// Codecs the bridge can carry; calls whose offer has none of them get 488.
-pub fn relayable_codecs() -> Vec<Codec> {
-    vec![
-        Codec::new("PCMU", 8000, 1),
-        Codec::new("PCMA", 8000, 1),
-        Codec::new("G722", 8000, 1),
-        Codec::new("opus", 48000, 2),
-        Codec::new("telephone-event", 8000, 1),
-    ]
+/// Which codecs each leg is offered and may answer with: `[media] codecs`, or an
+/// extension's own `codecs` on the legs to and from that extension.
+pub struct CodecPolicy {
+    default: Vec<Codec>,
+    extensions: HashMap<String, Vec<Codec>>,
+}
+
+impl CodecPolicy {
+    pub fn new(
+        default: &[CodecKind],
+        extensions: &BTreeMap<String, crate::config::Extension>,
+    ) -> CodecPolicy {
+        CodecPolicy {
+            default: sdp_codecs(default),
+            extensions: extensions
+                .iter()
+                .filter_map(|(name, ext)| Some((name.clone(), sdp_codecs(ext.codecs.as_ref()?))))
+                .collect(),
+        }
+    }
+
+    /// The list for a leg to or from `extension` (any leg when `None`).
+    pub fn for_leg(&self, extension: Option<&str>) -> &[Codec] {
+        extension
+            .and_then(|e| self.extensions.get(e))
+            .unwrap_or(&self.default)
+    }
+}
+
+/// The SDP codecs for `kinds` in that order, then telephone-event (RFC 4733) at
+/// 8 kHz, and at 48 kHz too when Opus is in the list (events share their audio
+/// codec's clock).
+pub fn sdp_codecs(kinds: &[CodecKind]) -> Vec<Codec> {
+    let mut codecs: Vec<Codec> = kinds
+        .iter()
+        .map(|kind| match kind {
+            CodecKind::Opus => Codec::new("opus", 48000, 2).with_fmtp("useinbandfec=1"),
+            other => Codec::new(other.name(), other.rtp_clock(), 1),
+        })
+        .collect();
+    codecs.push(Codec::new("telephone-event", 8000, 1).with_fmtp("0-16"));
+    if kinds.contains(&CodecKind::Opus) {
+        codecs.push(Codec::new("telephone-event", 48000, 1).with_fmtp("0-16"));
+    }
+    codecs
 }
 
 /// Timers the B2BUA keeps per call (the transaction layer keeps its own).
@@ -123,6 +163,12 @@ pub struct LegSummary {
     pub our_rtp_port: u16,
     pub remote_media: Option<SocketAddr>,
     pub packets_in: Option<u64>,
+    /// The codec switchboard sends this leg, once negotiated.
+    pub codec: Option<&'static str>,
+    /// How audio from this leg's phone reaches the other: `relay` or `transcode`.
+    pub path: Option<&'static str>,
+    pub lost_packets: Option<u64>,
+    pub jitter_ms: Option<u64>,
 }
 
 pub struct B2bua {
@@ -233,7 +279,8 @@ impl B2bua {
             let Some(audio) = offer.media.iter().find(|m| m.is_rtp() && !m.is_rejected()) else {
                 return reject(txl, 488, "Not Acceptable Here (no RTP stream)");
             };
-            if crate::sdp::negotiate(audio, &relayable_codecs()).is_empty() {
+            let codecs = self.ctx.codecs.for_leg(auth_user.as_deref());
+            if crate::sdp::negotiate(audio, codecs).is_empty() {
                 return reject(txl, 488, "Not Acceptable Here (no common codec)");
             }
         }
@@ -321,6 +368,7 @@ impl B2bua {
                     unacked_ok: None,
                     timer,
                     takes_update,
+                    codecs: self.ctx.codecs.for_leg(info.auth_user.as_deref()).to_vec(),
                 },
                 branches: Vec::new(),
                 dial: None,
@@ -332,6 +380,8 @@ impl B2bua {
                     b_port: 0,
                     relay: None,
                     activity: Default::default(),
+                    b_sdp: None,
+                    plans: [None, None],
                 },
                 relayed: Vec::new(),
                 started: SystemTime::now(),
@@ -648,16 +698,16 @@ impl B2bua {
         if call.a.final_sent {
             return Ok(());
         }
-        let codecs = relayable_codecs();
+        let codecs = &call.a.codecs;
         let (ip, port, origin) = (call.a.our_ip, call.media.a_port, &mut call.a.origin);
         let Some(offer) = &call.a.sdp else {
-            let ours = crate::sdp::own_offer(&codecs, ip, port, origin);
+            let ours = crate::sdp::own_offer(codecs, ip, port, origin);
             let cseq = call.a.invite.cseq().map_or(0, |c| c.seq);
             self.send_2xx_to_caller(txl, id, Body::sdp(ours.to_bytes()), now);
             self.await_answer(id, Side::A, cseq, None, None, now);
             return Ok(());
         };
-        let sdp = crate::sdp::answer(offer, &codecs, ip, &[port], origin);
+        let sdp = crate::sdp::answer(offer, codecs, ip, &[port], origin);
         self.send_2xx_to_caller(txl, id, Body::sdp(sdp.to_bytes()), now);
         Ok(())
     }
@@ -811,6 +861,7 @@ impl B2bua {
             let _ = txl.send_response(now, call.a.invite_tx, resp);
         }
         call.a.unacked_ok = None;
+        let media = call_media(call);
         // Dropping the relay stops it; its ports come free as the runtime drops its task.
         call.media.relay = None;
         call.media.a_ports = None;
@@ -856,6 +907,7 @@ impl B2bua {
             disposition,
             hangup_by: by,
             hangup_cause: cause.to_string(),
+            media,
         });
         self.forget_if_done(id);
     }
@@ -891,6 +943,29 @@ impl B2bua {
                 // Where the relay sends each leg's media; before it runs, the caller's SDP.
                 let remote = |side| relay.and_then(|r| r.stats(side).rtp_remote);
                 let a_media = remote(Side::A).or_else(|| c.a.sdp.as_ref()?.rtp_addr(0));
+                let formats = leg_formats(c);
+                let leg = |side: Side, call_id: String, peer: &Peer, dialog, port, remote_media| {
+                    let i = side_index(side);
+                    let stats = relay.map(|r| r.stats(side));
+                    LegSummary {
+                        call_id,
+                        signaling: format!("{:?} {}", peer.transport, peer.addr),
+                        dialog,
+                        our_rtp_port: port,
+                        remote_media,
+                        packets_in: stats.map(|s| s.rtp_packets),
+                        codec: formats[i].send().map(|f| f.kind.name()),
+                        path: c.media.plans[i].as_ref().map(|p| {
+                            if p.is_transcoding() {
+                                "transcode"
+                            } else {
+                                "relay"
+                            }
+                        }),
+                        lost_packets: stats.map(|s| s.lost_packets),
+                        jitter_ms: stats.map(|s| s.jitter.as_millis() as u64),
+                    }
+                };
                 CallSummary {
                     call_id: c
                         .a
@@ -909,21 +984,23 @@ impl B2bua {
                     },
                     started_unix: unix(c.started),
                     answered_unix: c.answered_at.map(|(t, _)| unix(t)),
-                    a_leg: LegSummary {
-                        call_id: c.a.dialog.id().call_id.to_string(),
-                        signaling: format!("{:?} {}", c.a.peer.transport, c.a.peer.addr),
-                        dialog: dialog_state(&c.a.dialog),
-                        our_rtp_port: c.media.a_port,
-                        remote_media: a_media,
-                        packets_in: relay.map(|r| r.stats(Side::A).rtp_packets),
-                    },
-                    b_leg: c.b.as_ref().map(|b| LegSummary {
-                        call_id: b.dialog.id().call_id.to_string(),
-                        signaling: format!("{:?} {}", b.peer.transport, b.peer.addr),
-                        dialog: dialog_state(&b.dialog),
-                        our_rtp_port: c.media.b_port,
-                        remote_media: remote(Side::B),
-                        packets_in: relay.map(|r| r.stats(Side::B).rtp_packets),
+                    a_leg: leg(
+                        Side::A,
+                        c.a.dialog.id().call_id.to_string(),
+                        &c.a.peer,
+                        dialog_state(&c.a.dialog),
+                        c.media.a_port,
+                        a_media,
+                    ),
+                    b_leg: c.b.as_ref().map(|b| {
+                        leg(
+                            Side::B,
+                            b.dialog.id().call_id.to_string(),
+                            &b.peer,
+                            dialog_state(&b.dialog),
+                            c.media.b_port,
+                            remote(Side::B),
+                        )
                     }),
                     ringing: c
                         .branches
@@ -936,11 +1013,15 @@ impl B2bua {
             .collect()
     }
 
-    /// Starts the bridge once both legs' SDP is known, or points it at new addresses.
+    /// Starts the bridge once both legs' SDP is known, or points it at new addresses,
+    /// and sets each direction's path for the codecs the legs now have.
     fn update_relay(&mut self, id: u64, side: Side, sdp: &Sdp) {
         let Some(call) = self.calls.get_mut(&id) else {
             return;
         };
+        if side == Side::B {
+            call.media.b_sdp = Some(sdp.clone());
+        }
         let (rtp, rtcp) = (sdp.rtp_addr(0), sdp.rtcp_addr(0));
         if call.media.relay.is_none() {
             let (Some(a), Some(b)) = (call.media.a_ports.take(), call.media.b_ports.take()) else {
@@ -959,14 +1040,89 @@ impl B2bua {
             call.media.relay = Some(relay);
             self.note_media_direction(id, Side::A, caller);
         }
-        let Some(call) = self.calls.get(&id) else {
+        let Some(call) = self.calls.get_mut(&id) else {
             return;
         };
         if let Some(relay) = call.media.relay.as_ref() {
             relay.set_remote(side, rtp, rtcp);
             let direction = sdp.direction(0).unwrap_or(Direction::SendRecv);
+            plan_paths(call);
             self.note_media_direction(id, side, direction);
         }
+    }
+}
+
+/// What each leg negotiated: from our last description to it and its last to us.
+fn leg_formats(call: &Call) -> [LegFormats; 2] {
+    let negotiated = |ours: Option<&Sdp>, theirs: Option<&Sdp>| match (ours, theirs) {
+        (Some(ours), Some(theirs)) => LegFormats::negotiated(ours, theirs),
+        _ => LegFormats::default(),
+    };
+    // Before a branch won, the offer the ringing branches got (early media).
+    let ours_b = match &call.b {
+        Some(b) => b.origin.last_sent(),
+        None => call
+            .branches
+            .iter()
+            .rev()
+            .find_map(|b| b.origin.last_sent()),
+    };
+    [
+        negotiated(call.a.origin.last_sent(), call.a.sdp.as_ref()),
+        negotiated(ours_b, call.media.b_sdp.as_ref()),
+    ]
+}
+
+/// The codec each leg used, and what the media of each leg did, for the CDR.
+fn call_media(call: &Call) -> CallMedia {
+    let Some(relay) = call.media.relay.as_ref() else {
+        return CallMedia::default();
+    };
+    let legs = leg_formats(call);
+    let codec = |i: usize| {
+        legs[i]
+            .send()
+            .map_or(String::new(), |f| f.kind.name().to_string())
+    };
+    let (a, b) = (relay.stats(Side::A), relay.stats(Side::B));
+    let media_path = match &call.media.plans {
+        [None, None] => "",
+        plans if plans.iter().flatten().any(DirectionPlan::is_transcoding) => "transcoded",
+        _ => "relayed",
+    };
+    CallMedia {
+        caller_codec: codec(0),
+        callee_codec: codec(1),
+        media_path: media_path.to_string(),
+        caller_packets: a.rtp_packets,
+        callee_packets: b.rtp_packets,
+        caller_lost: a.lost_packets,
+        callee_lost: b.lost_packets,
+        caller_jitter_ms: a.jitter.as_millis() as u64,
+        callee_jitter_ms: b.jitter.as_millis() as u64,
+    }
+}
+
+/// Points each direction of the relay at the path the legs' codecs call for,
+/// leaving a direction alone when its path has not changed.
+fn plan_paths(call: &mut Call) {
+    let Some(relay) = call.media.relay.as_ref() else {
+        return;
+    };
+    let legs = leg_formats(call);
+    for (from, side) in [(0, Side::A), (1, Side::B)] {
+        let Some(plan) = DirectionPlan::between(&legs[from], &legs[1 - from]) else {
+            continue;
+        };
+        if call.media.plans[from].as_ref() == Some(&plan) {
+            continue;
+        }
+        if plan.is_transcoding() {
+            call.span
+                .in_scope(|| tracing::info!(from = ?side, "codecs differ; transcoding"));
+        }
+        relay.set_plan(side, &plan);
+        call.media.plans[from] = Some(plan);
     }
 }
 

@@ -7,12 +7,14 @@ pub mod dtmf;
 pub mod inband;
 pub mod jitter;
 pub mod latch;
+pub mod plan;
 pub mod ports;
 pub mod recorder;
 pub mod relay;
 pub mod resample;
 pub mod rtp;
 pub mod tone;
+pub mod transcode;
 pub mod wav;
 
 pub use latch::Latch;

@@ -5,14 +5,18 @@
 //! socket from A's phone leaves by leg B's RTP socket towards B's phone, and so on. One
 //! task rather than one per socket, because starting, waking and stopping tasks cost
 //! more per call than the relaying itself. The relay path is recv, check the source,
-//! [`Forward`], send: a 2048-byte buffer owned by the task, no allocation, no locks held
-//! across an await, no logging. Counters are atomics anyone can read.
+//! renumber the payload type if the legs differ, rewrite the stream, send: a 2048-byte
+//! buffer owned by the task, no allocation, no locks held across an await, no logging.
+//! Counters are atomics anyone can read. A direction whose legs have different codecs
+//! goes through a [`Transcoder`] instead, driven by a 20 ms clock in the same task.
 
 use super::latch::Latch;
+use super::plan::{DirectionPlan, PayloadMap};
 use super::ports::RtpPortPair;
-use super::rtp::StreamRewriter;
+use super::rtp::{ReceiveStats, StreamRewriter};
+use super::transcode::{FRAME, Transcoder};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -54,23 +58,22 @@ impl Default for RelayConfig {
     }
 }
 
-/// What happens to a packet between the leg it came from and the leg it goes to.
-/// This is the seam for the media engine: transcoding and prompt or music injection
-/// become further variants set per direction; for now packets are only relayed.
-enum Forward {
-    /// RTP, with SSRC, sequence and timestamp kept continuous towards the receiver.
-    Relay(StreamRewriter),
-    /// RTCP, passed as it came.
-    Verbatim,
+/// What happens to the RTP of one direction between the leg it came from and the leg
+/// it goes to (see [`super::plan`]).
+enum Mode {
+    /// Relayed, payload types renumbered where the legs differ.
+    Relay(PayloadMap),
+    /// Decoded and encoded again on the media clock.
+    Transcode(Box<Transcoder>),
 }
 
-impl Forward {
-    fn apply(&mut self, packet: &mut [u8]) {
-        match self {
-            Forward::Relay(rewriter) => rewriter.rewrite(packet),
-            Forward::Verbatim => {}
-        }
-    }
+/// A new mode for a direction, handed from the B2BUA to the relay task.
+#[derive(Default)]
+struct PendingMode {
+    /// The mode and the RTP clock of what arrives.
+    mode: Mutex<Option<(Mode, u32)>>,
+    /// Bumped with each new mode, so the task notices one with a single atomic read.
+    version: AtomicU64,
 }
 
 /// A snapshot of one leg's counters.
@@ -85,6 +88,9 @@ pub struct LegStats {
     pub sent_packets: u64,
     /// Received from a source the latch refused.
     pub refused_packets: u64,
+    /// RTP from the phone lost on the way, and the interarrival jitter (RFC 3550).
+    pub lost_packets: u64,
+    pub jitter: Duration,
     /// Where RTP and RTCP for the leg currently go.
     pub rtp_remote: Option<SocketAddr>,
     pub rtcp_remote: Option<SocketAddr>,
@@ -100,6 +106,18 @@ struct Counters {
     refused_packets: AtomicU64,
     /// Nanoseconds from the relay's start to the last accepted RTP or RTCP packet.
     last_heard: AtomicU64,
+    /// RTP packets lost on the way from the phone, and the interarrival jitter in
+    /// microseconds (RFC 3550 A.3, A.8).
+    lost: AtomicU64,
+    jitter_micros: AtomicU64,
+}
+
+impl Counters {
+    fn publish(&self, received: &ReceiveStats, clock: u32) {
+        self.lost.store(received.lost(), Ordering::Relaxed);
+        let micros = received.jitter() * 1_000_000 / u64::from(clock.max(1));
+        self.jitter_micros.store(micros, Ordering::Relaxed);
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -113,6 +131,9 @@ struct Leg {
     rtp_latch: Mutex<Latch>,
     rtcp_latch: Mutex<Latch>,
     counters: Counters,
+    /// The mode of the direction from this leg's phone to the other's.
+    pending: PendingMode,
+    transcoding: AtomicBool,
 }
 
 impl Leg {
@@ -122,6 +143,8 @@ impl Leg {
             rtp_latch: Mutex::new(Latch::new(now, config.latch_window)),
             rtcp_latch: Mutex::new(Latch::new(now, config.latch_window)),
             counters: Counters::default(),
+            pending: PendingMode::default(),
+            transcoding: AtomicBool::new(false),
         }
     }
 
@@ -198,6 +221,39 @@ impl Relay {
         leg.latch(Channel::Rtcp).set_sdp(rtcp, now);
     }
 
+    /// Sets how audio from `from`'s phone reaches the other leg: relayed (the default,
+    /// payload types as they come) or transcoded. The relay task takes it up at its
+    /// next packet; a transcoder's stream continues the one the leg was sent before.
+    pub fn set_plan(&self, from: Side, plan: &DirectionPlan) {
+        let mode = match plan {
+            DirectionPlan::Relay { map, .. } => Mode::Relay(map.clone()),
+            DirectionPlan::Transcode {
+                from: formats,
+                to,
+                events,
+            } => match Transcoder::new(formats, *to, *events, rand::random()) {
+                Ok(t) => Mode::Transcode(Box::new(t)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot transcode; relaying as is");
+                    Mode::Relay(PayloadMap::identity())
+                }
+            },
+        };
+        let leg = &self.legs[from.index()];
+        leg.transcoding
+            .store(matches!(mode, Mode::Transcode(_)), Ordering::Relaxed);
+        *leg.pending
+            .mode
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some((mode, plan.clock()));
+        leg.pending.version.fetch_add(1, Ordering::Release);
+    }
+
+    /// Whether audio from `from`'s phone is being transcoded.
+    pub fn is_transcoding(&self, from: Side) -> bool {
+        self.legs[from.index()].transcoding.load(Ordering::Relaxed)
+    }
+
     /// The leg's local RTP port (RTCP is the next one), for its SDP.
     pub fn rtp_port(&self, side: Side) -> u16 {
         self.legs[side.index()].ports.rtp_port()
@@ -213,6 +269,8 @@ impl Relay {
             rtcp_bytes: c.rtcp_bytes.load(Ordering::Relaxed),
             sent_packets: c.sent_packets.load(Ordering::Relaxed),
             refused_packets: c.refused_packets.load(Ordering::Relaxed),
+            lost_packets: c.lost.load(Ordering::Relaxed),
+            jitter: Duration::from_micros(c.jitter_micros.load(Ordering::Relaxed)),
             rtp_remote: leg.latch(Channel::Rtp).destination(),
             rtcp_remote: leg.latch(Channel::Rtcp).destination(),
         }
@@ -247,20 +305,53 @@ impl Drop for Relay {
 struct Path {
     from: usize,
     channel: Channel,
-    forward: Forward,
+    /// RTP only: keeps the stream the other phone receives continuous.
+    rewriter: Option<StreamRewriter>,
+    mode: Mode,
+    /// The [`PendingMode::version`] taken up last.
+    version: u64,
+    /// RTP only: loss and jitter of what arrives, and its clock rate.
+    received: ReceiveStats,
+    clock: u32,
 }
 
 impl Path {
     fn new(from: Side, channel: Channel) -> Path {
-        let forward = match channel {
-            Channel::Rtp => Forward::Relay(StreamRewriter::new()),
-            Channel::Rtcp => Forward::Verbatim,
-        };
         Path {
             from: from.index(),
             channel,
-            forward,
+            rewriter: matches!(channel, Channel::Rtp).then(StreamRewriter::new),
+            mode: Mode::Relay(PayloadMap::identity()),
+            version: 0,
+            received: ReceiveStats::default(),
+            clock: 8000,
         }
+    }
+
+    /// Takes up a new mode the B2BUA set for this direction, if any.
+    fn refresh_mode(&mut self, legs: &[Arc<Leg>; 2]) {
+        if self.rewriter.is_none() {
+            return;
+        }
+        let pending = &legs[self.from].pending;
+        let version = pending.version.load(Ordering::Acquire);
+        if version == self.version {
+            return;
+        }
+        self.version = version;
+        if let Some((mode, clock)) = pending
+            .mode
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        {
+            self.mode = mode;
+            self.clock = clock;
+        }
+    }
+
+    fn is_transcoding(&self) -> bool {
+        matches!(self.mode, Mode::Transcode(_))
     }
 
     /// Relays what is waiting on the path's socket. Returns when the socket has nothing
@@ -273,6 +364,7 @@ impl Path {
         buf: &mut [u8],
         started: Instant,
     ) {
+        self.refresh_mode(legs);
         let (from, to) = (&legs[self.from], &legs[1 - self.from]);
         let socket = from.socket(self.channel);
         loop {
@@ -293,26 +385,98 @@ impl Path {
                     .fetch_add(1, Ordering::Relaxed);
                 continue;
             }
-            from.count_received(self.channel, len, now.saturating_duration_since(started));
+            let since_start = now.saturating_duration_since(started);
+            from.count_received(self.channel, len, since_start);
+            let packet = &mut buf[..len];
+            if self.rewriter.is_some()
+                && let Some((header, _)) = super::rtp::parse(packet)
+            {
+                self.received.on_packet(&header, since_start, self.clock);
+                from.counters.publish(&self.received, self.clock);
+            }
             let Some(destination) = to.latch(self.channel).destination() else {
                 continue;
             };
-            let packet = &mut buf[..len];
-            self.forward.apply(packet);
-            // Sent directly rather than through the runtime, which may not know yet that
-            // a new socket is writable. A full send buffer drops the packet, as the
-            // network would.
-            if socket2::SockRef::from(to.socket(self.channel))
-                .send_to(packet, &destination.into())
-                .is_ok()
-            {
-                to.counters.sent_packets.fetch_add(1, Ordering::Relaxed);
+            let mut out = Outgoing {
+                to,
+                channel: self.channel,
+                destination,
+                rewriter: self.rewriter.as_mut(),
+            };
+            match &mut self.mode {
+                Mode::Relay(map) => {
+                    if super::rtp::is_rtp(packet) && !map.is_identity() {
+                        let pt = map.get(packet[1] & 0x7f);
+                        super::rtp::set_payload_type(packet, pt);
+                    }
+                    out.send(packet);
+                }
+                Mode::Transcode(transcoder) => {
+                    transcoder.on_packet(now, packet, &mut |p| out.send_copy(p));
+                }
             }
         }
     }
+
+    /// The media clock of a transcoding path: sends the frames that are due.
+    fn tick(&mut self, legs: &[Arc<Leg>; 2], now: Instant) {
+        let Mode::Transcode(transcoder) = &mut self.mode else {
+            return;
+        };
+        let to = &legs[1 - self.from];
+        let Some(destination) = to.latch(self.channel).destination() else {
+            // Nobody to send to yet: keep the clock going, drop the frames.
+            transcoder.on_tick(now, &mut |_| {});
+            return;
+        };
+        let mut out = Outgoing {
+            to,
+            channel: self.channel,
+            destination,
+            rewriter: self.rewriter.as_mut(),
+        };
+        transcoder.on_tick(now, &mut |p| out.send_copy(p));
+    }
 }
 
-/// Moves the packets of both legs' four sockets until aborted.
+/// Where a path's packets go: the other leg's socket, towards its phone.
+struct Outgoing<'a> {
+    to: &'a Leg,
+    channel: Channel,
+    destination: SocketAddr,
+    rewriter: Option<&'a mut StreamRewriter>,
+}
+
+impl Outgoing<'_> {
+    fn send(&mut self, packet: &mut [u8]) {
+        if let Some(rewriter) = self.rewriter.as_deref_mut() {
+            rewriter.rewrite(packet);
+        }
+        // Sent directly rather than through the runtime, which may not know yet that
+        // a new socket is writable. A full send buffer drops the packet, as the
+        // network would.
+        if socket2::SockRef::from(self.to.socket(self.channel))
+            .send_to(packet, &self.destination.into())
+            .is_ok()
+        {
+            self.to
+                .counters
+                .sent_packets
+                .fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Sends a packet made by a transcoder (copied to be rewritten on the stack).
+    fn send_copy(&mut self, packet: &[u8]) {
+        let mut copy = [0u8; BUFFER_LEN];
+        let len = packet.len().min(BUFFER_LEN);
+        copy[..len].copy_from_slice(&packet[..len]);
+        self.send(&mut copy[..len]);
+    }
+}
+
+/// Moves the packets of both legs' four sockets until aborted, and runs the media
+/// clock while a direction transcodes.
 async fn relay(legs: [Arc<Leg>; 2], started: Instant) {
     let mut buf = [0u8; BUFFER_LEN];
     let mut paths = [
@@ -321,6 +485,7 @@ async fn relay(legs: [Arc<Leg>; 2], started: Instant) {
         Path::new(Side::B, Channel::Rtp),
         Path::new(Side::B, Channel::Rtcp),
     ];
+    let mut clock: Option<tokio::time::Interval> = None;
     // Each wake-up starts at the next path, so a flood on one socket, which ends a
     // wake-up by using up the task's budget, cannot starve the others.
     let mut first = 0;
@@ -329,6 +494,21 @@ async fn relay(legs: [Arc<Leg>; 2], started: Instant) {
             paths[(first + i) % paths.len()].poll_relay(cx, &legs, &mut buf, started);
         }
         first = (first + 1) % paths.len();
+        if paths.iter().any(Path::is_transcoding) {
+            let clock = clock.get_or_insert_with(|| {
+                let mut clock = tokio::time::interval(FRAME);
+                clock.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+                clock
+            });
+            while clock.poll_tick(cx).is_ready() {
+                let now = Instant::now();
+                for path in &mut paths {
+                    path.tick(&legs, now);
+                }
+            }
+        } else {
+            clock = None;
+        }
         Poll::<()>::Pending
     })
     .await

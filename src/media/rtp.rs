@@ -14,6 +14,143 @@ pub fn is_rtp(packet: &[u8]) -> bool {
     packet.len() >= HEADER_LEN && packet[0] >> 6 == 2 && !(192..=223).contains(&packet[1])
 }
 
+/// The fields of an RTP header a decoder needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Header {
+    pub payload_type: u8,
+    pub marker: bool,
+    pub seq: u16,
+    pub timestamp: u32,
+    pub ssrc: u32,
+}
+
+/// Splits an RTP packet into its header fields and payload, skipping CSRCs and a
+/// header extension and dropping padding (RFC 3550 §5.1, §5.3.1). `None` for anything
+/// malformed.
+pub fn parse(packet: &[u8]) -> Option<(Header, &[u8])> {
+    if !is_rtp(packet) {
+        return None;
+    }
+    let csrcs = usize::from(packet[0] & 0x0f);
+    let mut start = HEADER_LEN + 4 * csrcs;
+    if packet[0] & 0x10 != 0 {
+        let words = packet.get(start + 2..start + 4)?;
+        start += 4 + 4 * usize::from(u16::from_be_bytes([words[0], words[1]]));
+    }
+    let mut end = packet.len();
+    if packet[0] & 0x20 != 0 {
+        end = end.checked_sub(usize::from(*packet.last()?))?;
+    }
+    let payload = packet.get(start..end)?;
+    let header = Header {
+        payload_type: packet[1] & 0x7f,
+        marker: packet[1] & 0x80 != 0,
+        seq: u16::from_be_bytes([packet[2], packet[3]]),
+        timestamp: u32::from_be_bytes([packet[4], packet[5], packet[6], packet[7]]),
+        ssrc: u32::from_be_bytes([packet[8], packet[9], packet[10], packet[11]]),
+    };
+    Some((header, payload))
+}
+
+/// Writes a plain 12-byte RTP header (no CSRC, extension or padding) into `out`,
+/// returning its length; the payload goes after it.
+pub fn write_header(header: &Header, out: &mut [u8]) -> usize {
+    out[0] = 0x80;
+    out[1] = (header.payload_type & 0x7f) | if header.marker { 0x80 } else { 0 };
+    out[2..4].copy_from_slice(&header.seq.to_be_bytes());
+    out[4..8].copy_from_slice(&header.timestamp.to_be_bytes());
+    out[8..12].copy_from_slice(&header.ssrc.to_be_bytes());
+    HEADER_LEN
+}
+
+/// Rewrites the packet's payload type in place (a relayed stream whose two legs
+/// numbered the same codec differently).
+pub fn set_payload_type(packet: &mut [u8], payload_type: u8) {
+    packet[1] = (packet[1] & 0x80) | (payload_type & 0x7f);
+}
+
+/// Loss and interarrival jitter of one received RTP stream, as RFC 3550 computes
+/// them for reception reports (A.1 sequence tracking, A.3 packets lost, A.8 jitter):
+/// a few integer operations per packet, so the relay path can afford it. A new SSRC
+/// (another source behind the leg) starts the count again, keeping what was lost.
+#[derive(Clone, Debug, Default)]
+pub struct ReceiveStats {
+    stream: Option<ReceivedStream>,
+    /// Lost by streams before the current one.
+    lost_before: u64,
+}
+
+#[derive(Clone, Debug)]
+struct ReceivedStream {
+    ssrc: u32,
+    base_seq: u16,
+    max_seq: u16,
+    /// Sequence number wraps, in units of 2^16.
+    cycles: u64,
+    received: u64,
+    /// Arrival time minus timestamp of the previous packet, in clock units.
+    transit: i64,
+    /// The jitter estimate times 16 (A.8 keeps it scaled to avoid rounding).
+    jitter16: u64,
+}
+
+impl ReceiveStats {
+    /// A packet arrived `arrival` after some fixed start, on a stream clocked at
+    /// `clock_rate` Hz.
+    pub fn on_packet(&mut self, header: &Header, arrival: std::time::Duration, clock_rate: u32) {
+        let micros = u64::try_from(arrival.as_micros()).unwrap_or(u64::MAX);
+        let arrival = (micros.saturating_mul(u64::from(clock_rate)) / 1_000_000) as i64;
+        let transit = arrival - i64::from(header.timestamp);
+        match &mut self.stream {
+            Some(s) if s.ssrc == header.ssrc => {
+                let delta = header.seq.wrapping_sub(s.max_seq);
+                if delta != 0 && delta < 0x8000 {
+                    if header.seq < s.max_seq {
+                        s.cycles += 1;
+                    }
+                    s.max_seq = header.seq;
+                }
+                s.received += 1;
+                let d = (transit - s.transit).unsigned_abs();
+                s.transit = transit;
+                // J += (|D| - J) / 16, kept as 16 J.
+                s.jitter16 = s.jitter16 + d - ((s.jitter16 + 8) >> 4);
+            }
+            _ => {
+                self.lost_before += self.stream.as_ref().map_or(0, ReceivedStream::lost);
+                self.stream = Some(ReceivedStream {
+                    ssrc: header.ssrc,
+                    base_seq: header.seq,
+                    max_seq: header.seq,
+                    cycles: 0,
+                    received: 1,
+                    transit,
+                    jitter16: 0,
+                });
+            }
+        }
+    }
+
+    /// Packets expected but not received (duplicates can make a stream look better,
+    /// never below zero).
+    pub fn lost(&self) -> u64 {
+        self.lost_before + self.stream.as_ref().map_or(0, ReceivedStream::lost)
+    }
+
+    /// The interarrival jitter in clock units.
+    pub fn jitter(&self) -> u64 {
+        self.stream.as_ref().map_or(0, |s| s.jitter16 >> 4)
+    }
+}
+
+impl ReceivedStream {
+    fn lost(&self) -> u64 {
+        let extended_max = (self.cycles << 16) + u64::from(self.max_seq);
+        let expected = extended_max + 1 - u64::from(self.base_seq);
+        expected.saturating_sub(self.received)
+    }
+}
+
 /// Rewrites the packets sent towards one phone so that a change of the source behind
 /// the other leg (a re-INVITE to another phone, a transfer, later an injected prompt)
 /// doesn't look like a new stream: the SSRC stays the first source's, and sequence
@@ -177,6 +314,85 @@ mod tests {
         r.rewrite(&mut marked);
         send(&mut r, 53, 50_967, 2); // a DTMF event repeats its timestamp
         assert_eq!(send(&mut r, 1, 0, 3).1, 160 + 960 + 50_000 + 960);
+    }
+
+    #[test]
+    fn headers_parse_past_csrcs_extensions_and_padding() {
+        let plain = packet(7, 160, 0xABCD);
+        let (h, payload) = parse(&plain).unwrap();
+        assert_eq!(
+            h,
+            Header {
+                payload_type: 0,
+                marker: false,
+                seq: 7,
+                timestamp: 160,
+                ssrc: 0xABCD
+            }
+        );
+        assert_eq!(payload, b"payload");
+        // One CSRC, a one-word extension, two bytes of padding, marker and PT 101.
+        let mut p = vec![0xB1, 0x80 | 101];
+        p.extend_from_slice(&[0, 1, 0, 0, 0, 2, 0, 0, 0, 3]);
+        p.extend_from_slice(&[0, 0, 0, 9]); // CSRC
+        p.extend_from_slice(&[0xBE, 0xDE, 0, 1, 1, 2, 3, 4]); // extension
+        p.extend_from_slice(&[5, 0x8A, 0, 160, 0, 2]); // event + padding
+        let (h, payload) = parse(&p).unwrap();
+        assert_eq!((h.payload_type, h.marker, h.seq), (101, true, 1));
+        assert_eq!(payload, [5, 0x8A, 0, 160]);
+        // Lengths that point past the end are refused, not trusted.
+        let mut bad = plain.clone();
+        bad[0] |= 0x0f;
+        assert_eq!(parse(&bad), None);
+        let mut bad = plain.clone();
+        bad[0] |= 0x20;
+        *bad.last_mut().unwrap() = 200;
+        assert_eq!(parse(&bad), None);
+        let mut out = [0u8; 12];
+        assert_eq!(write_header(&h, &mut out), 12);
+        assert_eq!(parse(&[&out[..], b"x"].concat()).unwrap().0, Header { ..h });
+    }
+
+    fn header(seq: u16, timestamp: u32, ssrc: u32) -> Header {
+        Header {
+            payload_type: 0,
+            marker: false,
+            seq,
+            timestamp,
+            ssrc,
+        }
+    }
+
+    #[test]
+    fn receive_stats_count_losses_across_wraps_and_sources() {
+        let mut stats = ReceiveStats::default();
+        let ms = |n: u64| std::time::Duration::from_millis(n);
+        // 65530..=65535, 0..=9 with 65533 and 4 missing: 2 lost.
+        let seqs = (65530u16..=65535)
+            .chain(0..10)
+            .filter(|&s| s != 65533 && s != 4);
+        for (i, seq) in seqs.enumerate() {
+            stats.on_packet(&header(seq, 160 * i as u32, 1), ms(20 * i as u64), 8000);
+        }
+        assert_eq!(stats.lost(), 2);
+        assert_eq!(stats.jitter(), 0, "packets came exactly on time");
+        // Another source: its count starts afresh, the 2 stay.
+        stats.on_packet(&header(100, 0, 2), ms(1000), 8000);
+        stats.on_packet(&header(103, 480, 2), ms(1060), 8000);
+        assert_eq!(stats.lost(), 4);
+    }
+
+    #[test]
+    fn receive_stats_jitter_follows_rfc_3550() {
+        let mut stats = ReceiveStats::default();
+        // Every other packet 10 ms late at 8 kHz: |D| alternates 80 ticks.
+        for i in 0..200u32 {
+            let late = if i % 2 == 1 { 10 } else { 0 };
+            let at = std::time::Duration::from_millis(u64::from(20 * i + late));
+            stats.on_packet(&header(i as u16, 160 * i, 7), at, 8000);
+        }
+        // J converges on the mean |D| = 80 ticks (10 ms).
+        assert!((75..=80).contains(&stats.jitter()), "{}", stats.jitter());
     }
 
     #[test]

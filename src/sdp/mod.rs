@@ -2,11 +2,13 @@
 //! terminates each call leg: parse and serialize descriptions, negotiate codecs,
 //! read and answer directions (hold), rewrite a description for the other leg.
 
+pub mod bridge;
 pub mod codec;
 pub mod model;
 pub mod offer_answer;
 mod parse;
 
+pub use bridge::{answer_across, offer_across};
 pub use codec::{Codec, Format, negotiate, offer_formats, shares_codec, supported_subset};
 pub use model::{
     AddrType, Address, Attribute, Connection, Direction, Line, Media, Origin, Rtpmap, Sdp,

@@ -138,6 +138,11 @@ pub fn answer(
     ports: &[u16],
     origin: &mut OriginState,
 ) -> Sdp {
+    rewrite_for_leg(&answer_sections(offer, supported), our_addr, ports, origin)
+}
+
+/// [`answer`] before addresses, ports and o= are written.
+pub(super) fn answer_sections(offer: &Sdp, supported: &[Codec]) -> Sdp {
     let mut out = offer.clone();
     out.session_name = "-".to_string();
     out.lines.retain(|l| l.kind == 't');
@@ -163,7 +168,7 @@ pub fn answer(
             .answer();
         media.attributes.push(Attribute::Direction(direction));
     }
-    rewrite_for_leg(&out, our_addr, ports, origin)
+    out
 }
 
 /// `offer`, received on one leg, cut down to an offer switchboard can make on the

@@ -124,6 +124,7 @@ pub async fn run(
         t2: config.sip.t2,
         media_timeout: config.media.timeout,
         timer_policy: TimerPolicy::new(config.sip.session_expires_secs, config.sip.min_se_secs),
+        codecs: crate::b2bua::CodecPolicy::new(&config.media.codecs, &config.extensions),
     });
     let timers = TimerConfig {
         t1: config.sip.t1,

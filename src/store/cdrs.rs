@@ -45,6 +45,28 @@ pub struct Cdr {
     pub hangup_by: HangupBy,
     /// The SIP status or Reason that ended the call, e.g. `"BYE"`, `"486 Busy Here"`.
     pub hangup_cause: String,
+    /// What the call's media did (empty for a call that never had any).
+    #[serde(flatten, default)]
+    pub media: CallMedia,
+}
+
+/// The media of one call, per leg (the caller's and the callee's): the codec it used,
+/// RTP packets received from its phone, lost on the way and the interarrival jitter;
+/// and how audio crossed between the legs.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CallMedia {
+    pub caller_codec: String,
+    pub callee_codec: String,
+    /// `relayed` (packets passed through), `transcoded` (decoded and encoded in at
+    /// least one direction), or empty.
+    pub media_path: String,
+    pub caller_packets: u64,
+    pub callee_packets: u64,
+    pub caller_lost: u64,
+    pub callee_lost: u64,
+    pub caller_jitter_ms: u64,
+    pub callee_jitter_ms: u64,
 }
 
 impl Store {
@@ -105,7 +127,9 @@ impl Store {
 /// RFC 4180 CSV with a header row.
 pub fn cdrs_to_csv(rows: &[(u64, Cdr)]) -> String {
     let mut out = String::from(
-        "id,call_id,caller,callee,start_unix,answer_unix,end_unix,duration_secs,disposition,hangup_by,hangup_cause\r\n",
+        "id,call_id,caller,callee,start_unix,answer_unix,end_unix,duration_secs,disposition,hangup_by,hangup_cause,\
+         caller_codec,callee_codec,media_path,caller_packets,callee_packets,caller_lost,callee_lost,\
+         caller_jitter_ms,callee_jitter_ms\r\n",
     );
     for (id, c) in rows {
         let fields = [
@@ -126,6 +150,15 @@ pub fn cdrs_to_csv(rows: &[(u64, Cdr)]) -> String {
                 .and_then(|v| v.as_str().map(str::to_string))
                 .unwrap_or_default(),
             c.hangup_cause.clone(),
+            c.media.caller_codec.clone(),
+            c.media.callee_codec.clone(),
+            c.media.media_path.clone(),
+            c.media.caller_packets.to_string(),
+            c.media.callee_packets.to_string(),
+            c.media.caller_lost.to_string(),
+            c.media.callee_lost.to_string(),
+            c.media.caller_jitter_ms.to_string(),
+            c.media.callee_jitter_ms.to_string(),
         ];
         let line: Vec<String> = fields.iter().map(|f| csv_field(f)).collect();
         out.push_str(&line.join(","));
@@ -165,6 +198,13 @@ mod tests {
             },
             hangup_by: HangupBy::Callee,
             hangup_cause: "BYE".into(),
+            media: CallMedia {
+                caller_codec: "PCMU".into(),
+                callee_codec: "G722".into(),
+                media_path: "transcoded".into(),
+                caller_packets: 100 * n,
+                ..CallMedia::default()
+            },
         }
     }
 
@@ -203,6 +243,16 @@ mod tests {
     }
 
     #[test]
+    fn records_written_before_media_fields_existed_still_read() {
+        let old = r#"{"call_id":"c","caller":"1","callee":"2","start_unix":1,"end_unix":2,
+            "duration_secs":0,"disposition":"busy","hangup_by":"system","hangup_cause":"486"}"#;
+        let read: Cdr = serde_json::from_str(old).unwrap();
+        assert_eq!(read.media, CallMedia::default());
+        let json = encode(NAME, &cdr(2)).unwrap();
+        assert!(json.contains(r#""media_path":"transcoded""#), "{json}");
+    }
+
+    #[test]
     fn disposition_is_stored_as_readable_text() {
         let json = encode(NAME, &cdr(1)).unwrap();
         assert!(json.contains(r#""disposition":"no-answer""#), "{json}");
@@ -227,12 +277,13 @@ mod csv_tests {
             disposition: Disposition::Busy,
             hangup_by: HangupBy::System,
             hangup_cause: "said \"busy\"".into(),
+            media: CallMedia::default(),
         };
         let csv = cdrs_to_csv(&[(7, cdr)]);
         let row = csv.lines().nth(1).unwrap();
         assert_eq!(
             row,
-            r#"7,"a,b",1000,1001,1,,3,0,busy,system,"said ""busy""""#
+            r#"7,"a,b",1000,1001,1,,3,0,busy,system,"said ""busy""",,,,0,0,0,0,0,0"#
         );
     }
 }

@@ -20,7 +20,7 @@ mod kv;
 mod registrations;
 
 pub use bans::Ban;
-pub use cdrs::{Cdr, Disposition, HangupBy, cdrs_to_csv};
+pub use cdrs::{CallMedia, Cdr, Disposition, HangupBy, cdrs_to_csv};
 pub use registrations::Binding;
 
 use redb::{
