@@ -5,6 +5,7 @@
 --   0, 600      reception: rings 1000-1002 at once during office hours
 --   601         support: hunts through 1001, 1002, 1003 in turn
 --   *21 *61 *67 *78 *79 (and # to clear)   feature codes, see features.lua
+--   *43         audio test: says the number you are calling from
 --   9<number>   outside line (trunks arrive in a later release)
 local office = require "office"
 local features = require "features"
@@ -84,6 +85,18 @@ local function ring_group(call, number, group, seen)
   voicemail(call, number, r.status)
 end
 
+-- *43: answers and says the caller's number, to check that a phone hears the PBX.
+local function audio_test(call)
+  call.vars.route = "audio-test"
+  call:answer()
+  call:play("extension")
+  local number = call.from.user
+  if number:match("^[%d*#]+$") then
+    call:say_digits(number)
+  end
+  call:hangup()
+end
+
 local function is_extension(number)
   return number:match("^1%d%d%d$") ~= nil
 end
@@ -115,6 +128,9 @@ end
 
 function route(call)
   local dest = call.to.user
+  if dest == "*43" then
+    return audio_test(call)
+  end
   if features.handle(call, dest, is_routable) then
     return
   end

@@ -25,6 +25,7 @@ mod load;
 mod reload;
 mod run;
 mod sandbox;
+mod say;
 #[cfg(test)]
 mod tests;
 mod time;
@@ -42,16 +43,20 @@ pub use time::{Clock, ManualClock, SystemClock};
 use jiff::tz::TimeZone;
 use std::collections::BTreeMap;
 use std::fmt;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 /// What a call's script can reach besides the call: the key-value store, the clock and
-/// time zone for office hours, and its limits. Cheap to clone.
+/// time zone for office hours, where recordings go, and its limits. Cheap to clone.
 #[derive(Clone)]
 pub struct Services {
     pub kv: Arc<dyn KvStore>,
     pub clock: Arc<dyn Clock>,
     /// The zone `time.*` uses when a script names none.
     pub zone: TimeZone,
+    /// The folder `call:record` and `call:record_call` files go under (the server's is
+    /// `<storage.dir>/recordings`); `None` refuses them with a script error.
+    pub recordings: Option<PathBuf>,
     pub limits: Limits,
 }
 
@@ -62,6 +67,7 @@ impl Services {
             kv,
             clock: Arc::new(SystemClock),
             zone: TimeZone::system(),
+            recordings: None,
             limits: Limits::default(),
         }
     }
@@ -69,12 +75,25 @@ impl Services {
     pub fn with_clock(self, clock: Arc<dyn Clock>) -> Services {
         Services { clock, ..self }
     }
+
+    /// Recordings go under `dir`, made absolute now (against the working directory) so
+    /// the paths handed to the B2BUA do not depend on where it runs from. The folder
+    /// need not exist yet.
+    pub fn with_recordings(self, dir: impl Into<PathBuf>) -> Services {
+        let dir = dir.into();
+        let recordings = std::path::absolute(&dir).unwrap_or(dir);
+        Services {
+            recordings: Some(recordings),
+            ..self
+        }
+    }
 }
 
 impl fmt::Debug for Services {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Services")
             .field("zone", &self.zone.iana_name())
+            .field("recordings", &self.recordings)
             .field("limits", &self.limits)
             .finish_non_exhaustive()
     }

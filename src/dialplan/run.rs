@@ -7,12 +7,13 @@
 //! script costs no thread and burns no instructions.
 
 use super::api::{self, Op};
-use super::call::{CallControl, CallError, DialResult, DialStatus};
+use super::call::{CallControl, CallError, DialResult, DialStatus, RecordStop};
 use super::load::{Dialplan, Instance};
 use super::sandbox::unlimited;
 use super::{DialplanError, LogLine, RouteOutcome, Services};
 use mlua::thread::ThreadStatus;
 use mlua::{IntoLuaMulti, Lua, MultiValue, Table};
+use std::path::PathBuf;
 use tracing::Instrument;
 
 /// Where the call is, as far as the script's operations are concerned.
@@ -50,6 +51,7 @@ impl Dialplan {
         let mut run = Run {
             phase: Phase::Ringing,
             last_dial: None,
+            recordings: services.recordings.clone(),
         };
         let instance = match self.instantiate(services) {
             Ok(instance) => instance,
@@ -125,6 +127,8 @@ impl Dialplan {
 struct Run {
     phase: Phase,
     last_dial: Option<DialResult>,
+    /// Where recordings go (see [`Services::recordings`]).
+    recordings: Option<PathBuf>,
 }
 
 impl Run {
@@ -162,6 +166,69 @@ impl Run {
                 self.outcome(lua, call.reject(480, None).await, Phase::Over)
             }
             Op::Hangup => self.outcome(lua, call.hangup().await, Phase::Over),
+            Op::Play(request) => {
+                if let Some(stop) = self.answer_for_media(call).await {
+                    return stop;
+                }
+                match call.play(request).await {
+                    Ok(result) => table(lua, api::play_result(lua, &result)),
+                    Err(e) => self.ended(e),
+                }
+            }
+            Op::ReadDigits(request) => {
+                if let Some(stop) = self.answer_for_media(call).await {
+                    return stop;
+                }
+                match call.read_digits(request).await {
+                    Ok(digits) => Step::Resume(success(lua, digits)),
+                    Err(e) => self.ended(e),
+                }
+            }
+            Op::Record(mut request) => {
+                let Some(dir) = &self.recordings else {
+                    return Step::Resume(refusal(lua, no_recordings("call:record")));
+                };
+                let name = request.file.to_string_lossy().into_owned();
+                request.file = dir.join(&request.file);
+                if let Some(stop) = self.answer_for_media(call).await {
+                    return stop;
+                }
+                match call.record(request).await {
+                    Ok(result) => {
+                        // The recording is kept: the script may still file it away.
+                        if result.reason == RecordStop::Hangup {
+                            self.phase = Phase::Over;
+                        }
+                        table(lua, api::record_result(lua, &name, &result))
+                    }
+                    Err(e) => self.ended(e),
+                }
+            }
+            // Not answered for: recording a call is armed before the dial that bridges it.
+            Op::RecordCall(file) => {
+                let Some(dir) = &self.recordings else {
+                    return Step::Resume(refusal(lua, no_recordings("call:record_call")));
+                };
+                let file = dir.join(file);
+                let result = call.record_call(file).await;
+                let next = self.phase;
+                self.outcome(lua, result, next)
+            }
+        }
+    }
+
+    /// Media needs an answered call: a ringing one is answered first (as Asterisk's
+    /// `Playback` does). `Some` when that failed and the script must stop.
+    async fn answer_for_media<C: CallControl>(&mut self, call: &mut C) -> Option<Step> {
+        if self.phase != Phase::Ringing {
+            return None;
+        }
+        match call.answer().await {
+            Ok(()) => {
+                self.phase = Phase::Answered;
+                None
+            }
+            Err(e) => Some(self.ended(e)),
         }
     }
 
@@ -171,14 +238,17 @@ impl Run {
                 self.phase = next;
                 Step::Resume(success(lua, ()))
             }
-            Err(e) => {
-                if let CallError::Failed(why) = &e {
-                    tracing::warn!(error = %why, "call operation failed");
-                }
-                self.phase = Phase::Over;
-                Step::Stop
-            }
+            Err(e) => self.ended(e),
         }
+    }
+
+    /// An operation found the call gone (or could not be done): stop the script.
+    fn ended(&mut self, e: CallError) -> Step {
+        if let CallError::Failed(why) = &e {
+            tracing::warn!(error = %why, "call operation failed");
+        }
+        self.phase = Phase::Over;
+        Step::Stop
     }
 
     /// The script returned (or stopped): end the call if it has not ended.
@@ -235,6 +305,19 @@ fn success(lua: &Lua, value: impl IntoLuaMulti) -> MultiValue {
     let mut values = value.into_lua_multi(lua).unwrap_or_default();
     values.push_front(mlua::Value::Boolean(true));
     values
+}
+
+/// An operation's result table, or the error that kept it from being built (out of
+/// memory) raised at the script's line.
+fn table(lua: &Lua, built: mlua::Result<Table>) -> Step {
+    match built {
+        Ok(t) => Step::Resume(success(lua, t)),
+        Err(e) => Step::Resume(refusal(lua, e.to_string())),
+    }
+}
+
+fn no_recordings(what: &str) -> String {
+    format!("{what}: this server has no recordings folder configured")
 }
 
 /// `false, message`: the prelude raises the message at the script's line.

@@ -353,7 +353,10 @@ local function begin()
 end
 
 local methods, current_call = {}, nil
-for _, name in next, { "dial", "answer", "reject", "redirect", "hangup" } do
+for _, name in next, {
+  "dial", "answer", "reject", "redirect", "hangup", "play", "say_digits", "say_number",
+  "tone", "read_digits", "record", "record_call",
+} do
   methods[name] = function(self, ...)
     if not rawequal(self, current_call) then
       error("call." .. name .. " is a method: write call:" .. name .. "(...)", 2)

@@ -1,6 +1,9 @@
 //! The engine end to end with a recording [`CallControl`]: the sandbox, the limits,
 //! how calls end, errors, isolation between calls and reloads under running calls.
 
+use super::call::{
+    DigitsRequest, PlayRequest, PlayResult, RecordRequest, RecordResult, RecordStop, Sound,
+};
 use super::*;
 use jiff::Timestamp;
 use std::collections::VecDeque;
@@ -9,13 +12,18 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 
 /// Records every operation; dials return queued results (no-answer when none left),
-/// optionally announcing the dial and waiting for a gate first.
+/// optionally announcing the dial and waiting for a gate first. Plays complete (or
+/// fail with `media_error`), digit reads return queued strings, recordings stop with
+/// `record_stop` after 3 s.
 struct Recorder {
     info: CallInfo,
     results: VecDeque<DialResult>,
     dialing: Option<oneshot::Sender<()>>,
     gate: Option<oneshot::Receiver<()>>,
     wait_in_dial: Option<Duration>,
+    digits: VecDeque<String>,
+    record_stop: RecordStop,
+    media_error: Option<CallError>,
     ops: Vec<String>,
 }
 
@@ -50,6 +58,9 @@ impl Recorder {
             dialing: None,
             gate: None,
             wait_in_dial: None,
+            digits: VecDeque::new(),
+            record_stop: RecordStop::Terminator('#'),
+            media_error: None,
             ops: Vec::new(),
         }
     }
@@ -122,6 +133,66 @@ impl CallControl for Recorder {
         self.ops.push("hangup".into());
         Ok(())
     }
+
+    async fn play(&mut self, request: PlayRequest) -> Result<PlayResult, CallError> {
+        let mut op = format!("play {}", sounds(&request.sounds));
+        if request.interruptible {
+            op += " interruptible";
+        }
+        self.ops.push(op);
+        if let Some(e) = self.media_error.take() {
+            return Err(e);
+        }
+        Ok(PlayResult {
+            completed: true,
+            digit: None,
+        })
+    }
+
+    async fn read_digits(&mut self, request: DigitsRequest) -> Result<String, CallError> {
+        self.ops.push(format!(
+            "read_digits {} max={} timeout={:?} terminators={}",
+            sounds(&request.prompt),
+            request.max,
+            request.timeout,
+            request.terminators
+        ));
+        Ok(self.digits.pop_front().unwrap_or_default())
+    }
+
+    async fn record(&mut self, request: RecordRequest) -> Result<RecordResult, CallError> {
+        self.ops.push(format!(
+            "record {} max={:?} silence={:?} beep={} terminators={}",
+            request.file.display(),
+            request.max,
+            request.silence,
+            request.beep,
+            request.terminators
+        ));
+        Ok(RecordResult {
+            file: request.file,
+            duration: Duration::from_secs(3),
+            reason: self.record_stop,
+        })
+    }
+
+    async fn record_call(&mut self, file: std::path::PathBuf) -> Result<(), CallError> {
+        self.ops.push(format!("record_call {}", file.display()));
+        Ok(())
+    }
+}
+
+/// Sounds as `vm-intro,tone:busy:3s,silence:1.5s`.
+fn sounds(sounds: &[Sound]) -> String {
+    let names: Vec<String> = sounds
+        .iter()
+        .map(|s| match s {
+            Sound::Prompt(name) => name.clone(),
+            Sound::Tone(name, length) => format!("tone:{name}:{length:?}"),
+            Sound::Silence(length) => format!("silence:{length:?}"),
+        })
+        .collect();
+    names.join(",")
 }
 
 fn plan_dir(route: &str) -> tempfile::TempDir {
@@ -729,6 +800,11 @@ fn the_shipped_dialplan_passes_its_tests() {
     let report = harness::run_tests(&dir).unwrap();
     assert!(report.success(), "{report}");
     assert!(report.passed() >= 30, "{report}");
+    // With the shipped prompts' real lengths too, which also proves every prompt the
+    // plan plays is shipped.
+    let sounds = Path::new(env!("CARGO_MANIFEST_DIR")).join("sounds/en");
+    let report = harness::run_tests_with_sounds(&dir, Some(&sounds)).unwrap();
+    assert!(report.success(), "{report}");
 }
 
 #[test]
@@ -771,8 +847,346 @@ case "fails" { from = "1001", to = "1002", targets = { ["1002"] = "busy" },
         ]
     );
     let typo = report.files[1].error.as_deref().unwrap();
-    assert!(typo.ends_with("typo.lua:1: case \"typo\": unknown key \"rejectd\" (expected one of: dialed, dials, bridged, rejected, reason, redirected, hung_up, caller_hung_up, answered, error, vars, kv, logged)"), "{typo}");
+    assert!(typo.ends_with("typo.lua:1: case \"typo\": unknown key \"rejectd\" (expected one of: dialed, dials, bridged, rejected, reason, redirected, hung_up, caller_hung_up, answered, error, vars, kv, logged, played, recorded, read_digits)"), "{typo}");
     let text = report.to_string();
     assert!(text.contains("FAIL  fails (line 5)"), "{text}");
     assert!(text.ends_with("1 passed, 2 failed"), "{text}");
+}
+
+fn recording_services() -> Services {
+    services().with_recordings("/var/lib/switchboard/recordings")
+}
+
+#[tokio::test]
+async fn media_answers_a_ringing_call_first_and_results_reach_the_script() {
+    let mut call = Recorder::new();
+    call.digits.push_back("1234".into());
+    let outcome = run_with(
+        r##"function route(call)
+             local r = call:play{ "vm-intro", interruptible = true }
+             call.vars.played = tostring(r.completed) .. " " .. tostring(r.digit)
+             call.vars.pin = call:read_digits{ prompt = "vm-password", max = 4, timeout = 3 }
+             local rec = call:record{ file = "greetings/1001-unavail.wav", max_secs = 60, silence_secs = 4 }
+             call.vars.rec = rec.file .. " " .. rec.duration .. " " .. rec.reason .. " " .. rec.digit
+             call.vars.none = call:record_call{ file = "calls/1.wav" } == nil
+           end"##,
+        &mut call,
+        &recording_services(),
+    )
+    .await;
+    assert_eq!(outcome.error, None);
+    assert_eq!(var(&outcome, "played"), text("true nil").as_ref());
+    assert_eq!(var(&outcome, "pin"), text("1234").as_ref());
+    assert_eq!(
+        var(&outcome, "rec"),
+        text("greetings/1001-unavail.wav 3.0 terminator #").as_ref()
+    );
+    assert_eq!(var(&outcome, "none"), Some(&VarValue::Bool(true)));
+    assert_eq!(
+        call.ops,
+        [
+            "answer",
+            "play vm-intro interruptible",
+            "read_digits vm-password max=4 timeout=3s terminators=#",
+            "record /var/lib/switchboard/recordings/greetings/1001-unavail.wav max=60s silence=Some(4s) beep=true terminators=#",
+            "record_call /var/lib/switchboard/recordings/calls/1.wav",
+            "hangup",
+        ]
+    );
+}
+
+#[tokio::test]
+async fn say_and_tone_play_prompts_and_an_answered_call_is_not_answered_again() {
+    let mut call = Recorder::new();
+    let outcome = run(
+        "function route(call)\n  call:answer()\n  call:say_digits('10*')\n  call:say_number(1999)\n  call:tone('busy', 2)\n  call:hangup()\nend",
+        &mut call,
+    )
+    .await;
+    assert_eq!(outcome.error, None);
+    assert_eq!(
+        call.ops,
+        [
+            "answer",
+            "play digits/1,digits/0,digits/star",
+            "play digits/1,digits/thousand,digits/9,digits/hundred,digits/90,digits/9",
+            "play tone:busy:2s",
+            "hangup",
+        ]
+    );
+}
+
+#[tokio::test]
+async fn recording_a_call_is_armed_without_answering() {
+    let mut call = Recorder::new().answering("1002");
+    let outcome = run_with(
+        "function route(call)\n  call:record_call('calls/a.wav')\n  call:dial('1002')\nend",
+        &mut call,
+        &recording_services(),
+    )
+    .await;
+    assert_eq!(outcome.error, None);
+    assert_eq!(
+        call.ops,
+        [
+            "record_call /var/lib/switchboard/recordings/calls/a.wav",
+            "dial 1002"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_recording_the_caller_hung_up_on_is_returned_and_ends_the_call() {
+    let mut call = Recorder::new();
+    call.record_stop = RecordStop::Hangup;
+    let outcome = run_with(
+        "function route(call)\n  local r = call:record{ file = 'vm/1.wav' }\n  call.vars.reason = r.reason\n  call:hangup()\n  call:play('vm-goodbye')\n  call.vars.never = true\nend",
+        &mut call,
+        &recording_services(),
+    )
+    .await;
+    assert_eq!(outcome.error, None);
+    assert_eq!(var(&outcome, "reason"), text("hangup").as_ref());
+    assert_eq!(var(&outcome, "never"), None);
+    assert_eq!(call.ops.len(), 2, "{:?}", call.ops);
+    assert_eq!(call.ops[0], "answer");
+}
+
+#[tokio::test]
+async fn media_on_a_call_that_ended_stops_the_script_quietly() {
+    let mut call = Recorder::new();
+    call.media_error = Some(CallError::Ended);
+    let outcome = run(
+        "function route(call)\n  call:play('vm-intro')\n  call.vars.never = true\nend",
+        &mut call,
+    )
+    .await;
+    assert_eq!(outcome.error, None);
+    assert_eq!(var(&outcome, "never"), None);
+    assert_eq!(call.ops, ["answer", "play vm-intro"]);
+
+    let mut call = Recorder::new().answering("1002");
+    run(
+        "function route(call)\n  call:dial('1002')\n  call:say_number(5)\nend",
+        &mut call,
+    )
+    .await;
+    assert_eq!(call.ops, ["dial 1002"]);
+}
+
+#[tokio::test]
+async fn bad_media_arguments_are_errors_at_the_scripts_line_before_answering() {
+    for (route, line, expected) in [
+        (
+            "function route(call)\n\n  call:record{ file = '../../etc/x.wav' }\nend",
+            3,
+            "call:record: file \"../../etc/x.wav\" must be a relative path",
+        ),
+        (
+            "function route(call)\n  call:say_digits('12a')\nend",
+            2,
+            "is not a key",
+        ),
+        (
+            "function route(call)\n  call.play('vm-intro')\nend",
+            2,
+            "write call:play(...)",
+        ),
+    ] {
+        let mut call = Recorder::new();
+        let outcome = run_with(route, &mut call, &recording_services()).await;
+        let error = outcome.error.unwrap_or_else(|| panic!("{route}: no error"));
+        assert_eq!(error.line, Some(line), "{route}: {error}");
+        assert!(error.message.contains(expected), "{route}: {error}");
+        assert_eq!(call.ops, ["reject 500"], "{route}");
+    }
+}
+
+#[tokio::test]
+async fn recording_needs_a_recordings_folder() {
+    let mut call = Recorder::new();
+    let outcome = run(
+        "function route(call)\n  call:record{ file = 'a.wav' }\nend",
+        &mut call,
+    )
+    .await;
+    let error = outcome.error.unwrap();
+    assert_eq!(error.line, Some(2));
+    assert!(error.message.contains("no recordings folder"), "{error}");
+    assert_eq!(call.ops, ["reject 500"]);
+}
+
+#[test]
+fn recordings_are_made_absolute() {
+    let services = services().with_recordings("data/recordings");
+    let dir = services.recordings.unwrap();
+    assert!(dir.is_absolute(), "{}", dir.display());
+    assert!(dir.ends_with("data/recordings"));
+}
+
+/// A plan and its tests/*.lua in a folder.
+fn plan_with_tests(route: &str, tests: &str) -> tempfile::TempDir {
+    let dir = plan_dir(route);
+    std::fs::create_dir(dir.path().join("tests")).unwrap();
+    std::fs::write(dir.path().join("tests/media.lua"), tests).unwrap();
+    dir
+}
+
+fn assert_all_pass(report: &harness::Report, cases: usize) {
+    assert!(report.success(), "{report}");
+    assert_eq!(report.passed(), cases, "{report}");
+}
+
+/// A small voicemail login: the simulated caller's keys, the time prompts take, what
+/// was played and read.
+#[test]
+fn the_harness_presses_keys_and_checks_what_was_played_and_read() {
+    let dir = plan_with_tests(
+        r##"function route(call)
+             local start = time.now().epoch
+             local r = call:play{ "vm-intro", "vm-goodbye", interruptible = true }
+             call.vars.key = r.digit or "none"
+             call.vars.box = call:read_digits{ prompt = "vm-login", max = 4, timeout = 3 }
+             call.vars.pin = call:read_digits{ prompt = { "vm-password" }, timeout = 3 }
+             call.vars.took = time.now().epoch - start
+           end"##,
+        r##"
+case "every key heard" {
+  from = "1001", to = "*98",
+  -- 1.5: interrupts vm-goodbye; 2: interrupts vm-login; 5: after vm-password, the 9
+  -- after the # is heard by nobody
+  presses = { { at = 1.5, digits = "1" }, { at = 2, digits = "1001" }, { at = 5, digits = "42#9" } },
+  expect = {
+    answered = true, hung_up = true,
+    played = { "vm-intro", "vm-goodbye", "vm-login", "vm-password" },
+    read_digits = { "1001", "42" },
+    vars = { key = "1", box = "1001", pin = "42", took = 5 },
+  },
+}
+
+case "nothing pressed: prompts play out and reads time out" {
+  from = "1001", to = "*98",
+  expect = {
+    played = { "vm-intro", "vm-goodbye", "vm-login", "vm-password" },
+    read_digits = { "", "" },
+    vars = { key = "none", took = 10 },
+  },
+}
+
+case "keys during a read's timeout restart it; max ends it" {
+  from = "1001", to = "*98",
+  presses = { { at = 0.5, digits = "7" }, { at = 3, digits = "1" }, { at = 5.5, digits = "2" },
+              { at = 8, digits = "3" }, { at = 8, digits = "45" } },
+  expect = { read_digits = { "123", "" }, vars = { key = "7", box = "1234", took = 11 } },
+}
+
+case "the caller hangs up during the second read" {
+  from = "1001", to = "*98", hangup_after = 4.5,
+  presses = { { at = 0, digits = "1" } },
+  expect = { caller_hung_up = true, read_digits = { "" }, played = { "vm-intro", "vm-login", "vm-password" } },
+}
+"##,
+    );
+    let report = harness::run_tests(dir.path()).unwrap();
+    // The third case is wrong on purpose: it expects the first read to stop at max 3.
+    assert_eq!((report.passed(), report.failed()), (3, 1), "{report}");
+    let failing = &report.files[0].cases[2];
+    assert_eq!(
+        failing.failures,
+        [harness::Failure {
+            what: "read_digits".into(),
+            expected: "\"123\", \"\"".into(),
+            got: "\"1234\", \"5\"".into(),
+        }]
+    );
+}
+
+#[test]
+fn the_harness_records_until_a_terminator_the_maximum_or_the_hangup() {
+    let dir = plan_with_tests(
+        r##"function route(call)
+             local r = call:record{ file = "greetings/" .. call.from.user .. ".wav", max_secs = 10 }
+             call.vars.reason = r.reason
+             call.vars.duration = r.duration
+             call.vars.file = r.file
+             call:record_call{ file = "calls/" .. call.from.user .. ".wav" }
+           end"##,
+        r##"
+case "pound ends the recording; other keys are only sound" {
+  from = "1001", to = "*97",
+  presses = { { at = 2, digits = "5" }, { at = 4.5, digits = "#" } },
+  expect = {
+    played = { "beep" },
+    recorded = { "greetings/1001.wav", "calls/1001.wav" },
+    vars = { reason = "terminator", duration = 3.5, file = "greetings/1001.wav" },
+  },
+}
+
+case "a key during the beep is lost" {
+  from = "1001", to = "*97",
+  presses = { { at = 0.5, digits = "#" } },
+  expect = { vars = { reason = "max", duration = 10 } },
+}
+
+case "the caller hangs up while recording" {
+  from = "1002", to = "*97", hangup_after = 7,
+  expect = {
+    caller_hung_up = true, recorded = { "greetings/1002.wav" },
+    vars = { reason = "hangup", duration = 6 },
+  },
+}
+"##,
+    );
+    assert_all_pass(&harness::run_tests(dir.path()).unwrap(), 3);
+}
+
+#[test]
+fn with_a_sounds_folder_prompts_last_as_long_as_their_files() {
+    let sounds = tempfile::tempdir().unwrap();
+    let mut wav =
+        crate::media::wav::WavWriter::create(&sounds.path().join("long.wav"), 8000, 1).unwrap();
+    wav.write(&vec![0; 8000 * 3]).unwrap();
+    wav.finish().unwrap();
+    let dir = plan_with_tests(
+        r##"function route(call)
+             local start = time.now().epoch
+             call:play("long")
+             call.vars.took = time.now().epoch - start
+             call:play("missing")
+           end"##,
+        r##"case "3 s" { from = "1001", to = "1", expect = { vars = { took = 3 } } }"##,
+    );
+    let report = harness::run_tests_with_sounds(dir.path(), Some(sounds.path())).unwrap();
+    let case = &report.files[0].cases[0];
+    assert_eq!(
+        case.failures,
+        [harness::Failure {
+            what: "prompts".into(),
+            expected: "every prompt played in the sounds folder".into(),
+            got: "missing: missing".into(),
+        }],
+        "{report}"
+    );
+    // Without the folder every prompt is a second long, and none is missing.
+    let report = harness::run_tests(dir.path()).unwrap();
+    assert_eq!(
+        report.files[0].cases[0].failures[0].what, "vars.took",
+        "{report}"
+    );
+}
+
+#[test]
+fn bad_presses_are_test_file_errors() {
+    let dir = plan_with_tests(
+        "function route(call) end",
+        "case 'x' { from = '1', to = '2', presses = { { at = 1, digits = '1x' } }, expect = {} }",
+    );
+    let report = harness::run_tests(dir.path()).unwrap();
+    let error = report.files[0].error.as_deref().unwrap();
+    assert!(
+        error.ends_with(
+            "media.lua:1: case \"x\": presses: digits \"1X\" must be keys (0-9 * # A-D)"
+        ),
+        "{error}"
+    );
 }

@@ -27,8 +27,11 @@ pub struct Case {
     pub targets: BTreeMap<String, Behaviour>,
     /// The key-value store before the call: (namespace, key, value).
     pub kv: Vec<(String, String, String)>,
-    /// The caller gives up after this long (ringing time since the call started).
+    /// The caller hangs up this long after the call arrived (while it rings, or
+    /// during a prompt, a digit read or a recording).
     pub hangup_after: Option<Duration>,
+    /// The keys the caller presses, each at a time since the call arrived, in order.
+    pub presses: Vec<(Duration, char)>,
     pub expect: Expect,
 }
 
@@ -73,6 +76,12 @@ pub struct Expect {
     /// (namespace, key, value); `None` means the key must be absent.
     pub kv: Vec<(String, String, Option<String>)>,
     pub logged: Vec<String>,
+    /// Every sound played, in order (see `SimCall::played`).
+    pub played: Option<Vec<String>>,
+    /// Every recording made (`call:record` and `call:record_call`), in order.
+    pub recorded: Option<Vec<String>>,
+    /// What each `call:read_digits` returned, in order.
+    pub read_digits: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -195,7 +204,7 @@ fn table<'v>(key: &str, v: &'v Value) -> Result<&'v Table, String> {
     }
 }
 
-const CASE_KEYS: [&str; 14] = [
+const CASE_KEYS: [&str; 15] = [
     "from",
     "to",
     "display",
@@ -209,6 +218,7 @@ const CASE_KEYS: [&str; 14] = [
     "targets",
     "kv",
     "hangup_after",
+    "presses",
     "expect",
 ];
 
@@ -303,6 +313,10 @@ fn parse_case(name: &str, line: Option<u32>, spec: &Table) -> Result<Case, Strin
     let hangup_after = get("hangup_after")
         .map(|v| seconds("hangup_after", v))
         .transpose()?;
+    let presses = get("presses")
+        .map(parse_presses)
+        .transpose()?
+        .unwrap_or_default();
     let expect = match get("expect") {
         Some(v) => parse_expect(table("expect", v)?)?,
         None => return Err("expect is required: say what the call must lead to".into()),
@@ -316,8 +330,34 @@ fn parse_case(name: &str, line: Option<u32>, spec: &Table) -> Result<Case, Strin
         targets,
         kv,
         hangup_after,
+        presses,
         expect,
     })
+}
+
+/// `{ { at = 2, digits = "1234#" }, ... }`: the keys of one press arrive together at
+/// `at`, in order.
+fn parse_presses(v: &Value) -> Result<Vec<(Duration, char)>, String> {
+    let mut presses = Vec::new();
+    for entry in table("presses", v)?.sequence_values::<Value>() {
+        let entry = entry.map_err(|e| format!("presses: {e}"))?;
+        let f = fields(table("presses entry", &entry)?, &["at", "digits"])?;
+        let at = seconds("presses: at", f.get("at").ok_or("presses: each needs at")?)?;
+        let digits = string(
+            "presses: digits",
+            f.get("digits").ok_or("presses: each needs digits")?,
+        )?
+        .to_ascii_uppercase();
+        if digits.is_empty() || !digits.chars().all(crate::dialplan::api::is_key) {
+            return Err(format!(
+                "presses: digits {digits:?} must be keys (0-9 * # A-D)"
+            ));
+        }
+        presses.extend(digits.chars().map(|key| (at, key)));
+    }
+    // Stable: the keys of one press stay in order.
+    presses.sort_by_key(|&(at, _)| at);
+    Ok(presses)
 }
 
 /// `"answer"`, `"busy"`, `"no-answer"`, `"unregistered"`, `"not-found"`,
@@ -386,7 +426,7 @@ fn parse_kv(v: &Value) -> Result<Vec<(String, String, Option<String>)>, String> 
     Ok(out)
 }
 
-const EXPECT_KEYS: [&str; 13] = [
+const EXPECT_KEYS: [&str; 16] = [
     "dialed",
     "dials",
     "bridged",
@@ -400,6 +440,9 @@ const EXPECT_KEYS: [&str; 13] = [
     "vars",
     "kv",
     "logged",
+    "played",
+    "recorded",
+    "read_digits",
 ];
 
 fn parse_expect(t: &Table) -> Result<Expect, String> {
@@ -413,7 +456,8 @@ fn parse_expect(t: &Table) -> Result<Expect, String> {
             other.type_name()
         )),
     };
-    let dialed = f.get("dialed").map(|v| strings("dialed", v)).transpose()?;
+    let list = |k: &str| f.get(k).map(|v| strings(k, v)).transpose();
+    let dialed = list("dialed")?;
     let rejected = match f.get("rejected") {
         None => None,
         Some(Value::Integer(c)) if (300..=699).contains(c) => Some(*c as u16),
@@ -461,11 +505,10 @@ fn parse_expect(t: &Table) -> Result<Expect, String> {
         error: text("error")?,
         vars,
         kv: f.get("kv").map(parse_kv).transpose()?.unwrap_or_default(),
-        logged: f
-            .get("logged")
-            .map(|v| strings("logged", v))
-            .transpose()?
-            .unwrap_or_default(),
+        logged: list("logged")?.unwrap_or_default(),
+        played: list("played")?,
+        recorded: list("recorded")?,
+        read_digits: list("read_digits")?,
     })
 }
 

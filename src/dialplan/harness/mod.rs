@@ -6,7 +6,7 @@ mod cases;
 mod sim;
 
 pub use cases::{Behaviour, Case, DialExpect, Expect, VarExpect};
-pub use sim::{Ending, SimCall};
+pub use sim::{Ending, PROMPT_LENGTH, RECORDINGS, SimCall};
 
 use super::{
     Dialplan, DialplanError, KvStore, LogLine, ManualClock, MemoryKv, RouteOutcome, Services,
@@ -73,13 +73,20 @@ impl Report {
 /// Loads the dialplan in `dir` and runs every test file in `dir/tests`. `Err` only when
 /// the dialplan itself does not load. Must not be called from inside a tokio runtime
 /// (it runs the simulated calls on its own). The scripts' log lines are kept in the
-/// report (and shown for failing cases) rather than logged.
+/// report (and shown for failing cases) rather than logged. Every prompt lasts
+/// [`PROMPT_LENGTH`].
 pub fn run_tests(dir: &Path) -> Result<Report, DialplanError> {
-    let quiet = tracing::subscriber::NoSubscriber::default();
-    tracing::subscriber::with_default(quiet, || run_tests_quietly(dir))
+    run_tests_with_sounds(dir, None)
 }
 
-fn run_tests_quietly(dir: &Path) -> Result<Report, DialplanError> {
+/// [`run_tests`], with prompts as long as their WAV files in `sounds` (the folder of
+/// one language, `sounds/en`); a case that plays a prompt missing there fails.
+pub fn run_tests_with_sounds(dir: &Path, sounds: Option<&Path>) -> Result<Report, DialplanError> {
+    let quiet = tracing::subscriber::NoSubscriber::default();
+    tracing::subscriber::with_default(quiet, || run_tests_quietly(dir, sounds))
+}
+
+fn run_tests_quietly(dir: &Path, sounds: Option<&Path>) -> Result<Report, DialplanError> {
     let plan = Dialplan::load(dir)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_time()
@@ -105,7 +112,7 @@ fn run_tests_quietly(dir: &Path) -> Result<Report, DialplanError> {
             Ok(cases) => FileReport {
                 cases: cases
                     .iter()
-                    .map(|case| runtime.block_on(run_case(&plan, case)))
+                    .map(|case| runtime.block_on(run_case(&plan, case, sounds)))
                     .collect(),
                 path,
                 error: None,
@@ -131,8 +138,9 @@ fn locate_in(path: &Path, message: &str) -> String {
     }
 }
 
-/// Runs one case against the dialplan and checks its expectations.
-pub async fn run_case(plan: &Dialplan, case: &Case) -> CaseReport {
+/// Runs one case against the dialplan and checks its expectations; `sounds` as for
+/// [`run_tests_with_sounds`].
+pub async fn run_case(plan: &Dialplan, case: &Case, sounds: Option<&Path>) -> CaseReport {
     let kv = Arc::new(MemoryKv::default());
     for (ns, key, value) in &case.kv {
         // MemoryKv does not fail.
@@ -146,7 +154,8 @@ pub async fn run_case(plan: &Dialplan, case: &Case) -> CaseReport {
     let clock = Arc::new(ManualClock::new(start));
     let mut services = Services::new(kv.clone()).with_clock(clock.clone());
     services.zone = case.zone.clone();
-    let mut call = SimCall::new(case, clock);
+    services.recordings = Some(PathBuf::from(RECORDINGS));
+    let mut call = SimCall::new(case, clock, sounds);
     let outcome = plan.run(&mut call, &services).await;
     let failures = check(&case.expect, &call, &outcome, &kv);
     CaseReport {
@@ -294,6 +303,24 @@ fn check(
             fail(&format!("kv.{ns}[{key:?}]"), show(want), show(&got));
         }
     }
+    for (what, want, got) in [
+        ("played", &expect.played, &call.played),
+        ("recorded", &expect.recorded, &call.recorded),
+        ("read_digits", &expect.read_digits, &call.digits_read),
+    ] {
+        if let Some(want) = want
+            && want != got
+        {
+            fail(what, quoted(want), quoted(got));
+        }
+    }
+    if !call.missing_prompts.is_empty() {
+        fail(
+            "prompts",
+            "every prompt played in the sounds folder".into(),
+            format!("missing: {}", call.missing_prompts.join(", ")),
+        );
+    }
     for want in &expect.logged {
         if !outcome
             .logs
@@ -359,6 +386,19 @@ fn describe_dial(d: &DialExpect) -> String {
         text += &format!(" {name}: {value}");
     }
     text
+}
+
+/// Items that may be empty strings (digits read), each quoted.
+fn quoted(items: &[String]) -> String {
+    if items.is_empty() {
+        "nothing".into()
+    } else {
+        items
+            .iter()
+            .map(|i| format!("{i:?}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
 }
 
 fn list(items: &[String]) -> String {

@@ -1,14 +1,29 @@
-//! A simulated call: targets behave as the test case says, time passes on a manual
-//! clock (ringing and talking take no real time), and everything the dialplan asked
-//! for is recorded.
+//! A simulated call: targets behave as the test case says, the caller presses keys
+//! at the times it says, time passes on a manual clock (ringing, talking, prompts and
+//! recordings take no real time), and everything the dialplan asked for is recorded.
+//!
+//! Media in the simulation: a prompt lasts as long as its WAV file in the sounds folder
+//! when the harness was given one, else one second; tones and silences as long as
+//! asked. A key counts for the operation running when it is pressed and is lost
+//! otherwise (during a dial, or a prompt nobody may interrupt). The caller never falls
+//! silent, so a recording ends at a terminator key, its maximum length, or the hangup.
 
 use super::cases::{Behaviour, Case};
 use crate::dialplan::ManualClock;
 use crate::dialplan::call::{
-    CallControl, CallError, CallInfo, DialRequest, DialResult, DialStatus, DialTarget, Strategy,
+    CallControl, CallError, CallInfo, DialRequest, DialResult, DialStatus, DialTarget,
+    DigitsRequest, PlayRequest, PlayResult, RecordRequest, RecordResult, RecordStop, Sound,
+    Strategy,
 };
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
+
+/// Where the simulated recordings go: a name only, nothing is written.
+pub const RECORDINGS: &str = "/recordings";
+/// A prompt's length when the harness has no sounds folder.
+pub const PROMPT_LENGTH: Duration = Duration::from_secs(1);
 
 /// How the call ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,11 +56,24 @@ impl std::fmt::Display for Ending {
 pub struct SimCall<'c> {
     case: &'c Case,
     clock: Arc<ManualClock>,
+    /// The folder prompts are read from for their lengths.
+    sounds: Option<&'c Path>,
     /// Time since the call arrived.
     elapsed: Duration,
+    /// Keys not yet heard or lost, by time.
+    presses: VecDeque<(Duration, char)>,
     pub dials: Vec<DialRequest>,
     /// Every target offered the call, in order.
     pub dialed: Vec<String>,
+    /// Every sound started, in order: prompts by name, tones as `tone:<name>`,
+    /// silences as `silence`, and `beep` before a recording that asked for one.
+    pub played: Vec<String>,
+    /// Every recording, as a path under the recordings folder.
+    pub recorded: Vec<String>,
+    /// What each `read_digits` returned.
+    pub digits_read: Vec<String>,
+    /// Prompts played that the sounds folder does not have.
+    pub missing_prompts: Vec<String>,
     pub answered: bool,
     pub ending: Ending,
 }
@@ -60,13 +88,20 @@ struct Ring {
 }
 
 impl<'c> SimCall<'c> {
-    pub fn new(case: &'c Case, clock: Arc<ManualClock>) -> SimCall<'c> {
+    /// `sounds`: the folder with the prompts (`sounds/en`), for their lengths.
+    pub fn new(case: &'c Case, clock: Arc<ManualClock>, sounds: Option<&'c Path>) -> SimCall<'c> {
         SimCall {
             case,
             clock,
+            sounds,
             elapsed: Duration::ZERO,
+            presses: case.presses.iter().copied().collect(),
             dials: Vec::new(),
             dialed: Vec::new(),
+            played: Vec::new(),
+            recorded: Vec::new(),
+            digits_read: Vec::new(),
+            missing_prompts: Vec::new(),
             answered: false,
             ending: Ending::Open,
         }
@@ -181,6 +216,162 @@ impl<'c> SimCall<'c> {
     }
 }
 
+/// Media.
+impl SimCall<'_> {
+    fn length(&mut self, sound: &Sound) -> Duration {
+        match sound {
+            Sound::Tone(_, length) | Sound::Silence(length) => *length,
+            Sound::Prompt(name) => {
+                let Some(dir) = self.sounds else {
+                    return PROMPT_LENGTH;
+                };
+                let file = if name.ends_with(".wav") {
+                    dir.join(name)
+                } else {
+                    dir.join(format!("{name}.wav"))
+                };
+                match crate::media::wav::read(&file) {
+                    Ok(wav) => wav.duration(),
+                    Err(_) => {
+                        self.missing_prompts.push(name.clone());
+                        PROMPT_LENGTH
+                    }
+                }
+            }
+        }
+    }
+
+    /// Keys pressed before now went unheard.
+    fn lose_presses_before(&mut self, time: Duration) {
+        while self.presses.front().is_some_and(|&(at, _)| at < time) {
+            self.presses.pop_front();
+        }
+    }
+
+    /// The next key pressed before `end`, taken.
+    fn press_before(&mut self, end: Duration) -> Option<(Duration, char)> {
+        if self.presses.front().is_some_and(|&(at, _)| at < end) {
+            self.presses.pop_front()
+        } else {
+            None
+        }
+    }
+
+    /// When the caller hangs up, if that is before `end`.
+    fn hangup_before(&self, end: Duration) -> Option<Duration> {
+        let at = self.case.hangup_after?.max(self.elapsed);
+        (at < end).then_some(at)
+    }
+
+    /// The caller hung up at `at`.
+    fn caller_leaves(&mut self, at: Duration) -> CallError {
+        self.pass(at.saturating_sub(self.elapsed));
+        self.ending = Ending::CallerLeft;
+        CallError::Ended
+    }
+
+    /// Plays `sounds` in turn; with `interruptible`, the first key stops them and is
+    /// returned.
+    fn play_sounds(
+        &mut self,
+        sounds: &[Sound],
+        interruptible: bool,
+    ) -> Result<Option<char>, CallError> {
+        self.lose_presses_before(self.elapsed);
+        for sound in sounds {
+            let end = self.elapsed + self.length(sound);
+            self.played.push(match sound {
+                Sound::Prompt(name) => name.clone(),
+                Sound::Tone(name, _) => format!("tone:{name}"),
+                Sound::Silence(_) => "silence".into(),
+            });
+            let hangup = self.hangup_before(end);
+            let key = if interruptible {
+                self.press_before(hangup.unwrap_or(end))
+            } else {
+                None
+            };
+            if let Some((at, key)) = key {
+                self.pass(at.saturating_sub(self.elapsed));
+                return Ok(Some(key));
+            }
+            if let Some(at) = hangup {
+                return Err(self.caller_leaves(at));
+            }
+            self.pass(end.saturating_sub(self.elapsed));
+            self.lose_presses_before(end);
+        }
+        Ok(None)
+    }
+
+    fn read_keys(&mut self, request: &DigitsRequest) -> Result<String, CallError> {
+        let mut digits = String::new();
+        let mut key = self.play_sounds(&request.prompt, true)?;
+        loop {
+            if let Some(key) = key {
+                if request.terminators.contains(key) {
+                    return Ok(digits);
+                }
+                digits.push(key);
+                if digits.len() >= request.max {
+                    return Ok(digits);
+                }
+            }
+            let deadline = self.elapsed + request.timeout;
+            let hangup = self.hangup_before(deadline);
+            match self.press_before(hangup.unwrap_or(deadline)) {
+                Some((at, pressed)) => {
+                    self.pass(at.saturating_sub(self.elapsed));
+                    key = Some(pressed);
+                }
+                None => {
+                    if let Some(at) = hangup {
+                        return Err(self.caller_leaves(at));
+                    }
+                    self.pass(deadline.saturating_sub(self.elapsed));
+                    return Ok(digits);
+                }
+            }
+        }
+    }
+
+    fn record_caller(&mut self, request: &RecordRequest) -> Result<RecordResult, CallError> {
+        if request.beep {
+            self.play_sounds(&[Sound::Prompt("beep".into())], false)?;
+        }
+        self.lose_presses_before(self.elapsed);
+        let start = self.elapsed;
+        let mut end = start + request.max;
+        let mut reason = RecordStop::MaxDuration;
+        // Other keys are only sound in the recording.
+        while let Some((at, key)) = self.press_before(end) {
+            if request.terminators.contains(key) {
+                (end, reason) = (at, RecordStop::Terminator(key));
+                break;
+            }
+        }
+        if let Some(at) = self.hangup_before(end) {
+            self.caller_leaves(at);
+            (end, reason) = (at, RecordStop::Hangup);
+        }
+        self.pass(end.saturating_sub(self.elapsed));
+        self.recorded.push(recording_name(&request.file));
+        Ok(RecordResult {
+            file: request.file.clone(),
+            duration: end - start,
+            reason,
+        })
+    }
+}
+
+/// A recording's path as a test names it: under the recordings folder.
+fn recording_name(file: &Path) -> String {
+    file.strip_prefix(RECORDINGS)
+        .unwrap_or(file)
+        .to_string_lossy()
+        .into_owned()
+}
+
 /// The most informative failure of the targets (as the B2BUA reports it).
 fn failure(rings: &[Ring]) -> DialResult {
     let worst = rings.iter().reduce(|a, b| {
@@ -241,6 +432,29 @@ impl CallControl for SimCall<'_> {
 
     async fn hangup(&mut self) -> Result<(), CallError> {
         self.ending = Ending::HungUp;
+        Ok(())
+    }
+
+    async fn play(&mut self, request: PlayRequest) -> Result<PlayResult, CallError> {
+        let digit = self.play_sounds(&request.sounds, request.interruptible)?;
+        Ok(PlayResult {
+            completed: digit.is_none(),
+            digit,
+        })
+    }
+
+    async fn read_digits(&mut self, request: DigitsRequest) -> Result<String, CallError> {
+        let digits = self.read_keys(&request)?;
+        self.digits_read.push(digits.clone());
+        Ok(digits)
+    }
+
+    async fn record(&mut self, request: RecordRequest) -> Result<RecordResult, CallError> {
+        self.record_caller(&request)
+    }
+
+    async fn record_call(&mut self, file: PathBuf) -> Result<(), CallError> {
+        self.recorded.push(recording_name(&file));
         Ok(())
     }
 }
