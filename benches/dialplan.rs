@@ -14,6 +14,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use switchboard::config::Transport;
+use switchboard::dialplan::call::{
+    DigitsRequest, PlayRequest, PlayResult, RecordRequest, RecordResult,
+};
 use switchboard::dialplan::{
     CallControl, CallError, CallInfo, DialRequest, DialResult, DialStatus, Dialplan, ManualClock,
     MemoryKv, Party, Services,
@@ -53,6 +56,23 @@ impl CallControl for NoopCall {
 
     async fn hangup(&mut self) -> Result<(), CallError> {
         Ok(())
+    }
+
+    // The benchmarked routes play nothing: a call that did would be a bench error.
+    async fn play(&mut self, _: PlayRequest) -> Result<PlayResult, CallError> {
+        Err(CallError::Failed("no media in this bench".into()))
+    }
+
+    async fn read_digits(&mut self, _: DigitsRequest) -> Result<String, CallError> {
+        Err(CallError::Failed("no media in this bench".into()))
+    }
+
+    async fn record(&mut self, _: RecordRequest) -> Result<RecordResult, CallError> {
+        Err(CallError::Failed("no media in this bench".into()))
+    }
+
+    async fn record_call(&mut self, _: std::path::PathBuf) -> Result<(), CallError> {
+        Err(CallError::Failed("no media in this bench".into()))
     }
 }
 

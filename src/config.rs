@@ -161,6 +161,11 @@ pub struct MediaConfig {
     pub timeout: Option<Duration>,
     /// The codecs offered and accepted, in preference order.
     pub codecs: Vec<CodecKind>,
+    /// Prompts: `<sounds_dir>/<language>/<name>.wav`, Asterisk's layout.
+    pub sounds_dir: PathBuf,
+    pub language: String,
+    /// Music on hold: one folder of looped WAV files per class (`default`, ...).
+    pub moh_dir: PathBuf,
 }
 
 /// An inclusive port range that starts even, so RTP gets even ports and RTCP the next
@@ -255,6 +260,54 @@ pub struct SecurityConfig {
     /// (case-insensitive), without an answer.
     pub drop_scanner_user_agents: bool,
     pub scanner_user_agents: Vec<String>,
+    /// Bans held at once; when full, the ban closest to its end makes room, so a flood
+    /// of forged sources costs bounded memory.
+    pub max_bans: u32,
+    /// Addresses and networks never banned (they are still authenticated as usual).
+    pub trusted: Vec<IpNetwork>,
+}
+
+/// An address (`192.0.2.7`) or a network (`10.0.0.0/8`, `2001:db8::/32`) in
+/// `security.trusted`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct IpNetwork {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl IpNetwork {
+    /// Whether `ip` is in this network; an IPv4-mapped IPv6 address counts as IPv4.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let (net, ip, width) = match (self.addr, ip.to_canonical()) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => (u32::from(net).into(), u32::from(ip).into(), 32),
+            (IpAddr::V6(net), IpAddr::V6(ip)) => (u128::from(net), u128::from(ip), 128),
+            _ => return false,
+        };
+        // Equal in the top `prefix` bits; shifting all bits out (a /0) leaves 0 == 0.
+        let host_bits = width - u32::from(self.prefix);
+        net.checked_shr(host_bits).unwrap_or(0) == ip.checked_shr(host_bits).unwrap_or(0)
+    }
+}
+
+impl TryFrom<String> for IpNetwork {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<IpNetwork, String> {
+        let wrong = || format!("{text:?} is not an address or address/prefix");
+        let (addr, prefix) = match text.split_once('/') {
+            Some((addr, prefix)) => (addr, Some(prefix)),
+            None => (text.as_str(), None),
+        };
+        let addr: IpAddr = addr.parse().map_err(|_| wrong())?;
+        let addr = addr.to_canonical();
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            Some(p) => p.parse().ok().filter(|p| *p <= max).ok_or_else(wrong)?,
+            None => max,
+        };
+        Ok(IpNetwork { addr, prefix })
+    }
 }
 
 impl Default for SecurityConfig {
@@ -278,6 +331,8 @@ impl Default for SecurityConfig {
             ]
             .map(String::from)
             .to_vec(),
+            max_bans: 10_000,
+            trusted: Vec::new(),
         }
     }
 }
@@ -604,7 +659,8 @@ impl Default for SipFile {
             t1_ms: 500,
             t2_ms: 4000,
             t4_ms: 5000,
-            auth_algorithms: vec!["SHA-256".into(), "MD5".into()],
+            // MD5 only: phones that meet a SHA-256 challenge may give up (README "Phones").
+            auth_algorithms: vec!["MD5".into()],
             domain: None,
             user_agent: concat!("switchboard/", env!("CARGO_PKG_VERSION")).into(),
             session_expires_secs: 1800,
@@ -620,6 +676,9 @@ struct MediaFile {
     public_address: Option<String>,
     timeout_secs: u64,
     codecs: Vec<String>,
+    sounds_dir: PathBuf,
+    language: String,
+    moh_dir: PathBuf,
 }
 
 impl Default for MediaFile {
@@ -629,6 +688,9 @@ impl Default for MediaFile {
             public_address: None,
             timeout_secs: 60,
             codecs: ["PCMU", "PCMA", "G722", "opus"].map(String::from).to_vec(),
+            sounds_dir: PathBuf::from("./sounds"),
+            language: "en".into(),
+            moh_dir: PathBuf::from("./sounds/moh"),
         }
     }
 }
@@ -685,7 +747,7 @@ fn validate(raw: ConfigFile, origin: Origin, base: Option<&Path>) -> Result<Conf
         .collect::<Result<_, KeyError>>()?;
     Ok(Config {
         origin,
-        media: validate_media(raw.media)?,
+        media: validate_media(raw.media, base)?,
         admin: AdminConfig {
             listen: raw.admin.listen.parse().map_err(|_| {
                 bad(
@@ -835,7 +897,7 @@ fn parse_algorithms(key: &str, names: &[String]) -> Result<Vec<DigestAlgorithm>,
     Ok(out)
 }
 
-fn validate_media(raw: MediaFile) -> Result<MediaConfig, KeyError> {
+fn validate_media(raw: MediaFile, base: Option<&Path>) -> Result<MediaConfig, KeyError> {
     const KEY: &str = "media.rtp_ports";
     let (start, end) = raw
         .rtp_ports
@@ -888,7 +950,26 @@ fn validate_media(raw: MediaFile) -> Result<MediaConfig, KeyError> {
         public_address,
         timeout: (raw.timeout_secs > 0).then(|| Duration::from_secs(raw.timeout_secs)),
         codecs: parse_codecs("media.codecs", &raw.codecs)?,
+        sounds_dir: resolve_dir("media.sounds_dir", raw.sounds_dir, base)?,
+        language: valid_language(&raw.language)?,
+        moh_dir: resolve_dir("media.moh_dir", raw.moh_dir, base)?,
     })
+}
+
+/// A language folder name such as `en` or `en_GB`: one path component.
+fn valid_language(language: &str) -> Result<String, KeyError> {
+    let ok = !language.is_empty()
+        && language
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'));
+    if ok {
+        Ok(language.to_string())
+    } else {
+        Err(bad(
+            "media.language",
+            format!("{language:?} is not a language folder name such as \"en\""),
+        ))
+    }
 }
 
 /// A codec list: known names (any case), each once, at least one.
@@ -1063,6 +1144,7 @@ fn validate_security(raw: SecurityConfig) -> Result<SecurityConfig, KeyError> {
         ),
         ("security.failure_window_secs", raw.failure_window_secs),
         ("security.ban_secs", raw.ban_secs),
+        ("security.max_bans", u64::from(raw.max_bans)),
     ] {
         if value == 0 {
             return Err(bad(key, "must be greater than 0"));
@@ -1173,9 +1255,51 @@ mod tests {
         let ext = &config.extensions["1001"];
         assert_eq!(ext.credential, Some(Credential::Password("secret".into())));
         assert_eq!(ext.display_name.as_deref(), Some("Alice"));
+        // MD5 only by default: baresip and others give up on a SHA-256 challenge.
+        assert_eq!(ext.auth_algorithms, vec![DigestAlgorithm::Md5]);
+    }
+
+    #[test]
+    fn trusted_networks_match_their_addresses() {
+        let config = parse(
+            "[security]\nmax_bans = 7\ntrusted = [\"10.1.0.0/16\", \"192.0.2.7\", \"2001:db8::/32\", \"0.0.0.0/0\"]\n",
+        )
+        .unwrap();
+        assert_eq!(config.security.max_bans, 7);
+        let [net, host, v6, all] = config.security.trusted[..] else {
+            panic!("{:?}", config.security.trusted);
+        };
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert!(net.contains(ip("10.1.255.3")));
+        assert!(net.contains(ip("::ffff:10.1.0.1")));
+        assert!(!net.contains(ip("10.2.0.1")));
+        assert!(host.contains(ip("192.0.2.7")));
+        assert!(!host.contains(ip("192.0.2.6")));
+        assert!(v6.contains(ip("2001:db8:1::5")));
+        assert!(!v6.contains(ip("2001:db9::5")));
+        assert!(!v6.contains(ip("10.1.0.1")));
+        assert!(all.contains(ip("203.0.113.9")));
+        assert!(!all.contains(ip("::1")));
+        assert_eq!(SecurityConfig::default().max_bans, 10_000);
+        assert!(SecurityConfig::default().trusted.is_empty());
+    }
+
+    #[test]
+    fn codec_lists_are_read_in_order_with_per_extension_overrides() {
+        let config = parse(
+            "[media]\ncodecs = [\"opus\", \"pcmu\"]\n[extensions.1001]\npassword = \"x\"\n\
+             codecs = [\"PCMA\"]\n[extensions.1002]\npassword = \"y\"\n",
+        )
+        .unwrap();
+        assert_eq!(config.media.codecs, [CodecKind::Opus, CodecKind::Pcmu]);
         assert_eq!(
-            ext.auth_algorithms,
-            vec![DigestAlgorithm::Sha256, DigestAlgorithm::Md5]
+            config.extensions["1001"].codecs,
+            Some(vec![CodecKind::Pcma])
+        );
+        assert_eq!(config.extensions["1002"].codecs, None);
+        assert_eq!(
+            config.media.sounds_dir,
+            PathBuf::from("/etc/switchboard/sounds")
         );
     }
 
@@ -1242,6 +1366,26 @@ mod tests {
                 "media.timeout_secs: invalid type",
             ),
             (
+                "[media]\ncodecs = [\"PCMU\", \"G729\"]",
+                "media.codecs[1]: unknown codec \"G729\" (known: PCMU, PCMA, G722, opus)",
+            ),
+            (
+                "[media]\ncodecs = [\"pcma\", \"PCMA\"]",
+                "media.codecs[1]: \"PCMA\" is listed twice",
+            ),
+            (
+                "[media]\ncodecs = []",
+                "media.codecs: must name at least one codec",
+            ),
+            (
+                "[extensions.1000]\ncodecs = [\"speex\"]",
+                "extensions.1000.codecs[0]: unknown codec \"speex\"",
+            ),
+            (
+                "[media]\nlanguage = \"../en\"",
+                "media.language: \"../en\" is not a language folder name",
+            ),
+            (
                 "[sip]\nt1_ms = 5000",
                 "sip.t2_ms: 4000 must not be less than sip.t1_ms (5000)",
             ),
@@ -1285,6 +1429,18 @@ mod tests {
             (
                 "[security]\nscanner_user_agents = [\"x\", \" \"]",
                 "security.scanner_user_agents[1]: must not be empty",
+            ),
+            (
+                "[security]\nmax_bans = 0",
+                "security.max_bans: must be greater than 0",
+            ),
+            (
+                "[security]\ntrusted = [\"10.0.0.0/8\", \"10.0.0.0/33\"]",
+                "security.trusted: \"10.0.0.0/33\" is not an address or address/prefix",
+            ),
+            (
+                "[security]\ntrusted = [\"pbx.example.com\"]",
+                "security.trusted: \"pbx.example.com\" is not an address or address/prefix",
             ),
             (
                 "[extensions.1001]\npassword = \"a\"\nha1 = \"00\"",

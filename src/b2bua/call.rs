@@ -4,7 +4,7 @@
 use super::control::Op;
 use super::timers::MediaActivity;
 use crate::dialplan::call::{DialRequest, DialResult, DialStatus, DialTarget};
-use crate::media::plan::DirectionPlan;
+use crate::media::plan::{DirectionPlan, LegFormats};
 use crate::media::{Relay, RtpPortPair, Side};
 use crate::sdp::{Codec, OriginState, Sdp};
 use crate::sip::dialog::{Dialog, Forks, SessionTimer};
@@ -132,6 +132,10 @@ pub struct Media {
     pub b_sdp: Option<Sdp>,
     /// The path each direction (from A, from B) was last set to.
     pub plans: [Option<DirectionPlan>; 2],
+    /// The formats each leg is listened to with.
+    pub heard: [Option<LegFormats>; 2],
+    /// Hold music is playing to the leg (its peer holds it).
+    pub music: [bool; 2],
 }
 
 /// An in-dialog request relayed from one leg to the other, waiting for its answer.
@@ -175,6 +179,10 @@ pub struct Call {
     pub session_generation: [u64; 2],
     /// A late offer waiting for its answer in an ACK.
     pub late_offer: Option<LateOffer>,
+    /// The caller's key presses, for the script.
+    pub digits: tokio::sync::mpsc::Sender<char>,
+    /// Keys pressed on either phone, for the call record.
+    pub pressed: String,
 }
 
 impl Call {
@@ -276,9 +284,19 @@ pub fn refuse(op: Op) {
                 duration: std::time::Duration::ZERO,
             });
         }
-        Op::Answer(tx) | Op::Reject(_, _, tx) | Op::Redirect(_, tx) | Op::Hangup(tx) => {
+        Op::Answer(tx)
+        | Op::Reject(_, _, tx)
+        | Op::Redirect(_, tx)
+        | Op::Hangup(tx)
+        | Op::RecordCall(_, tx) => {
             let _ = tx.send(Err(CallError::Ended));
         }
-        Op::RouteDone(_) => {}
+        // Dropping the reply channel tells the script the call is over.
+        Op::Play(..)
+        | Op::Record(..)
+        | Op::StopPlaying
+        | Op::StopRecording
+        | Op::Digit(..)
+        | Op::RouteDone(_) => {}
     }
 }

@@ -160,9 +160,14 @@ impl B2bua {
                 &b.codecs,
             ),
         };
-        let across = offer
-            .as_ref()
-            .map(|sdp| crate::sdp::offer_across(sdp, codecs));
+        let music = self.ctx.music.is_some();
+        let across = offer.as_ref().map(|sdp| {
+            let mut across = crate::sdp::offer_across(sdp, codecs)?;
+            if music {
+                crate::sdp::hold_with_music(&mut across);
+            }
+            Some(across)
+        });
         let body = match (across, req.body.is_empty()) {
             (Some(Some(sdp)), _) => Some(Body::sdp(
                 crate::sdp::rewrite_for_leg(&sdp, our_ip, &[port], origin).to_bytes(),

@@ -19,9 +19,15 @@ mod timers;
 
 pub use cdr::CdrSink;
 
+use crate::dialplan::call::CallError;
 use crate::dialplan::call::{CallInfo, DialResult, DialStatus, Party};
 use crate::media::codec::CodecKind;
+use crate::media::listener::Listener;
 use crate::media::plan::{DirectionPlan, LegFormats};
+use crate::media::prompts::{Clip, Prompts};
+use crate::media::recording::Recording;
+use crate::media::speaker::Speaker;
+use crate::media::{MediaEvent, MediaEvents};
 use crate::media::{PortAllocator, Relay, RelayConfig, Side};
 use crate::registrar::Registrar;
 use crate::sdp::{Codec, Direction, OriginState, Sdp};
@@ -36,7 +42,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
+
+/// Key presses kept per call for its record.
+const MAX_PRESSED: usize = 64;
 
 /// Starts the dialplan for a new call (the server wires the Lua engine here).
 pub type RouteStarter = Arc<dyn Fn(CallHandle) + Send + Sync>;
@@ -61,6 +70,11 @@ pub struct B2buaContext {
     pub timer_policy: TimerPolicy,
     /// `[media] codecs` and the extensions' own lists.
     pub codecs: CodecPolicy,
+    /// The prompts scripts play.
+    pub prompts: Arc<Prompts>,
+    /// `[media] moh_dir`'s default class, played to a party on hold; `None` when it
+    /// could not be read (the party then hears silence, as before).
+    pub music: Option<Arc<Clip>>,
 }
 
 /// Which codecs each leg is offered and may answer with: `[media] codecs`, or an
@@ -348,6 +362,7 @@ impl B2bua {
         let a_dialog_key = (dialog.id().call_id.clone(), dialog.id().local_tag.clone());
         self.by_dialog.insert(a_dialog_key.clone(), (id, Side::A));
         let a_port = a_ports.rtp_port();
+        let (digits_tx, digits) = mpsc::channel(control::DIGIT_BUFFER);
         let takes_update = timers::takes_update(&req.headers);
         self.calls.insert(
             id,
@@ -382,6 +397,8 @@ impl B2bua {
                     activity: Default::default(),
                     b_sdp: None,
                     plans: [None, None],
+                    heard: [None, None],
+                    music: [false, false],
                 },
                 relayed: Vec::new(),
                 started: SystemTime::now(),
@@ -394,12 +411,16 @@ impl B2bua {
                 dialog_keys: vec![a_dialog_key],
                 session_generation: [0; 2],
                 late_offer: None,
+                digits: digits_tx,
+                pressed: String::new(),
             },
         );
         (self.ctx.route)(CallHandle {
             call: id,
             info,
             commands: self.commands.clone(),
+            digits,
+            prompts: self.ctx.prompts.clone(),
         });
     }
 
@@ -659,6 +680,42 @@ impl B2bua {
                     let _ = reply.send(result);
                 }
             }
+            Op::Play(items, done) => self.play(id, items, done),
+            Op::StopPlaying => {
+                if let Some(relay) = call.media.relay.as_ref() {
+                    relay.stop_speaking(Side::A);
+                }
+            }
+            Op::Record(recorder, limits, done) => match call.media.relay.as_ref() {
+                Some(relay) => relay.record(Recording::message(recorder, limits), done),
+                None => drop(done),
+            },
+            Op::StopRecording => {
+                if let Some(relay) = call.media.relay.as_ref() {
+                    relay.stop_recording();
+                }
+            }
+            Op::RecordCall(recorder, reply) => {
+                let result = match call.media.relay.as_ref() {
+                    Some(relay) => {
+                        // Nobody waits for its end: it ends with the call.
+                        relay.record(Recording::call(recorder), oneshot::channel().0);
+                        Ok(())
+                    }
+                    None => Err(CallError::Failed("the call has no media yet".into())),
+                };
+                let _ = reply.send(result);
+            }
+            Op::Digit(side, digit) => {
+                tracing::debug!(?side, %digit, "key pressed");
+                if call.pressed.len() < MAX_PRESSED {
+                    call.pressed.push(digit);
+                }
+                if side == Side::A {
+                    // A full buffer means the script is not reading: drop the key.
+                    let _ = call.digits.try_send(digit);
+                }
+            }
             Op::RouteDone(outcome) => {
                 call.route_done = true;
                 let status = match &outcome {
@@ -708,8 +765,33 @@ impl B2bua {
             return Ok(());
         };
         let sdp = crate::sdp::answer(offer, codecs, ip, &[port], origin);
+        let offer = offer.clone();
         self.send_2xx_to_caller(txl, id, Body::sdp(sdp.to_bytes()), now);
+        // Media comes up with the answer, for prompts and key presses.
+        self.update_relay(id, Side::A, &offer);
         Ok(())
+    }
+
+    /// Plays `items` to the caller (answered, with media); `done` is dropped when it
+    /// cannot be.
+    fn play(
+        &mut self,
+        id: u64,
+        items: Vec<crate::media::speaker::Item>,
+        done: oneshot::Sender<bool>,
+    ) {
+        let Some(call) = self.calls.get(&id) else {
+            return;
+        };
+        let (Some(relay), Some(format)) = (call.media.relay.as_ref(), leg_formats(call)[0].send())
+        else {
+            tracing::warn!("nothing to play to: the caller's media is not up");
+            return;
+        };
+        match Speaker::new(items, format, rand::random()) {
+            Ok(speaker) => relay.speak(Side::A, speaker, Some(done)),
+            Err(e) => tracing::warn!(error = %e, "cannot play"),
+        }
     }
 
     /// Sends the 2xx of the caller's INVITE and keeps resending it until the ACK.
@@ -1023,11 +1105,24 @@ impl B2bua {
             call.media.b_sdp = Some(sdp.clone());
         }
         let (rtp, rtcp) = (sdp.rtp_addr(0), sdp.rtcp_addr(0));
+        if let Some(relay) = call.media.relay.as_ref()
+            && let Some(b) = call.media.b_ports.take()
+        {
+            relay.attach(b);
+        }
         if call.media.relay.is_none() {
-            let (Some(a), Some(b)) = (call.media.a_ports.take(), call.media.b_ports.take()) else {
+            let Some(a) = call.media.a_ports.take() else {
                 return;
             };
-            let relay = Relay::start(a, b, RelayConfig::default());
+            let commands = self.commands.clone();
+            let events: MediaEvents = Arc::new(move |event: MediaEvent| {
+                let _ = commands.send(CallCommand {
+                    call: id,
+                    op: Op::Digit(event.side, event.digit),
+                });
+            });
+            let b = call.media.b_ports.take();
+            let relay = Relay::start(a, b, RelayConfig::default(), Some(events));
             let a_sdp = call.a.sdp.as_ref();
             relay.set_remote(
                 Side::A,
@@ -1047,6 +1142,8 @@ impl B2bua {
             relay.set_remote(side, rtp, rtcp);
             let direction = sdp.direction(0).unwrap_or(Direction::SendRecv);
             plan_paths(call);
+            let music = self.ctx.music.clone();
+            hold_music(call, music);
             self.note_media_direction(id, side, direction);
         }
     }
@@ -1100,6 +1197,46 @@ fn call_media(call: &Call) -> CallMedia {
         callee_lost: b.lost_packets,
         caller_jitter_ms: a.jitter.as_millis() as u64,
         callee_jitter_ms: b.jitter.as_millis() as u64,
+        dtmf: call.pressed.clone(),
+    }
+}
+
+/// A party whose phone put the other on hold hears hold music from switchboard until
+/// resumed: a leg whose latest description does not receive means its peer is held.
+fn hold_music(call: &mut Call, music: Option<Arc<Clip>>) {
+    let (Some(relay), Some(music)) = (call.media.relay.as_ref(), music) else {
+        return;
+    };
+    if !relay.has(Side::B) {
+        return;
+    }
+    let legs = leg_formats(call);
+    let receives = |sdp: Option<&Sdp>| {
+        sdp.and_then(|s| s.direction(0))
+            .is_none_or(Direction::receives)
+    };
+    let holding = [
+        !receives(call.a.sdp.as_ref()),
+        !receives(call.media.b_sdp.as_ref()),
+    ];
+    for (holder, held) in [(0, Side::B), (1, Side::A)] {
+        let playing = call.media.music[side_index(held)];
+        match (holding[holder], playing) {
+            (true, false) => {
+                let Some(format) = legs[side_index(held)].send() else {
+                    continue;
+                };
+                if let Ok(speaker) = Speaker::looping(music.clone(), format, rand::random()) {
+                    relay.speak(held, speaker, None);
+                    call.media.music[side_index(held)] = true;
+                }
+            }
+            (false, true) => {
+                relay.stop_speaking(held);
+                call.media.music[side_index(held)] = false;
+            }
+            _ => {}
+        }
     }
 }
 
@@ -1110,6 +1247,16 @@ fn plan_paths(call: &mut Call) {
         return;
     };
     let legs = leg_formats(call);
+    for (i, side) in [(0, Side::A), (1, Side::B)] {
+        if legs[i].send().is_none() || call.media.heard[i].as_ref() == Some(&legs[i]) {
+            continue;
+        }
+        match Listener::new(&legs[i]) {
+            Ok(listener) => relay.listen(side, listener),
+            Err(e) => tracing::warn!(error = %e, "cannot listen to the leg"),
+        }
+        call.media.heard[i] = Some(legs[i].clone());
+    }
     for (from, side) in [(0, Side::A), (1, Side::B)] {
         let Some(plan) = DirectionPlan::between(&legs[from], &legs[1 - from]) else {
             continue;

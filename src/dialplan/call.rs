@@ -207,6 +207,88 @@ impl DialResult {
     }
 }
 
+/// One thing to play to the caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sound {
+    /// A prompt by name (`vm-intro`, `digits/5`, looked up in the sounds folder for the
+    /// call's language), or a path to a WAV file relative to the sounds folder.
+    Prompt(String),
+    /// A call-progress tone (`ring`, `busy`, `congestion`, `dial`, `beep`, or one DTMF
+    /// digit) for this long.
+    Tone(String, Duration),
+    Silence(Duration),
+}
+
+/// `call:play`, and the prompt of `call:read_digits`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlayRequest {
+    pub sounds: Vec<Sound>,
+    /// A key press stops the playback (and is returned).
+    pub interruptible: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlayResult {
+    /// Everything was played (not cut short by a key).
+    pub completed: bool,
+    /// The key that stopped the playback.
+    pub digit: Option<char>,
+}
+
+/// `call:read_digits`: collect key presses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DigitsRequest {
+    /// Played first; a key press stops it and counts as the first digit.
+    pub prompt: Vec<Sound>,
+    /// Stop after this many digits.
+    pub max: usize,
+    /// Give up this long after the prompt (or the last digit) with what was collected.
+    pub timeout: Duration,
+    /// Keys that end the input (not included in the result), e.g. `#`.
+    pub terminators: String,
+}
+
+/// `call:record`: record what the caller says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordRequest {
+    /// Where the WAV goes: a path the engine has already checked and made absolute.
+    pub file: std::path::PathBuf,
+    pub max: Duration,
+    /// Stop after this much silence (trimmed from the end); `None` never.
+    pub silence: Option<Duration>,
+    /// Play a beep first.
+    pub beep: bool,
+    /// Keys that stop the recording (not recorded).
+    pub terminators: String,
+}
+
+/// Why a recording stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordStop {
+    Terminator(char),
+    Silence,
+    MaxDuration,
+    Hangup,
+}
+
+impl RecordStop {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecordStop::Terminator(_) => "terminator",
+            RecordStop::Silence => "silence",
+            RecordStop::MaxDuration => "max",
+            RecordStop::Hangup => "hangup",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordResult {
+    pub file: std::path::PathBuf,
+    pub duration: Duration,
+    pub reason: RecordStop,
+}
+
 /// Why an operation could not be done.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CallError {
@@ -262,6 +344,31 @@ pub trait CallControl: Send {
 
     /// Ends the answered call (BYE).
     fn hangup(&mut self) -> impl Future<Output = Result<(), CallError>> + Send;
+
+    /// Plays to the answered caller; resolves when done (or cut short by a key).
+    fn play(
+        &mut self,
+        request: PlayRequest,
+    ) -> impl Future<Output = Result<PlayResult, CallError>> + Send;
+
+    /// Plays the prompt and collects key presses (RFC 4733, SIP INFO or in-band).
+    fn read_digits(
+        &mut self,
+        request: DigitsRequest,
+    ) -> impl Future<Output = Result<String, CallError>> + Send;
+
+    /// Records the answered caller to a WAV file.
+    fn record(
+        &mut self,
+        request: RecordRequest,
+    ) -> impl Future<Output = Result<RecordResult, CallError>> + Send;
+
+    /// Records both parties of the call from now until it ends, to a stereo WAV
+    /// (caller left, callee right). Resolves once the recording has started.
+    fn record_call(
+        &mut self,
+        file: std::path::PathBuf,
+    ) -> impl Future<Output = Result<(), CallError>> + Send;
 }
 
 #[cfg(test)]

@@ -167,6 +167,14 @@ impl Drop for Recorder {
     }
 }
 
+impl std::fmt::Debug for Recorder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Recorder")
+            .field("dropped", &self.dropped())
+            .finish()
+    }
+}
+
 /// Interleaves a caller frame and a callee frame into stereo (caller left, callee right)
 /// for `out.len() / 2` sample frames; a side with fewer samples (or none, when that leg
 /// sent nothing) is padded with silence.

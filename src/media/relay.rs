@@ -9,19 +9,29 @@
 //! buffer owned by the task, no allocation, no locks held across an await, no logging.
 //! Counters are atomics anyone can read. A direction whose legs have different codecs
 //! goes through a [`Transcoder`] instead, driven by a 20 ms clock in the same task.
+//!
+//! The same task is where switchboard speaks and listens: a [`Speaker`] towards a leg
+//! (prompts, tones, hold music) mutes the other leg's audio to it while it plays; a
+//! [`Listener`] on a leg turns its key presses into [`MediaEvent`]s and feeds a
+//! [`Recording`]. A call answered by the dialplan alone has only leg A; leg B joins
+//! when a callee answers ([`Relay::attach`]).
 
 use super::latch::Latch;
+use super::listener::Listener;
 use super::plan::{DirectionPlan, PayloadMap};
 use super::ports::RtpPortPair;
+use super::recording::{Outcome, Recording, Stopped};
 use super::rtp::{ReceiveStats, StreamRewriter};
+use super::speaker::Speaker;
 use super::transcode::{FRAME, Transcoder};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::task::{Context, Poll};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 use tokio::io::ReadBuf;
 use tokio::net::UdpSocket;
+use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 /// Large enough for any RTP or RTCP packet on an Ethernet path.
@@ -67,13 +77,80 @@ enum Mode {
     Transcode(Box<Transcoder>),
 }
 
-/// A new mode for a direction, handed from the B2BUA to the relay task.
-#[derive(Default)]
-struct PendingMode {
-    /// The mode and the RTP clock of what arrives.
-    mode: Mutex<Option<(Mode, u32)>>,
-    /// Bumped with each new mode, so the task notices one with a single atomic read.
+/// Something the media task reports to the call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MediaEvent {
+    pub side: Side,
+    /// A key pressed on that leg's phone.
+    pub digit: char,
+}
+
+/// Where a relay reports [`MediaEvent`]s (called on the media task: must not block).
+pub type MediaEvents = Arc<dyn Fn(MediaEvent) + Send + Sync>;
+
+/// How a recording ended, once its file is complete.
+pub type RecordingDone = oneshot::Sender<std::io::Result<Outcome>>;
+
+/// An instruction from the B2BUA to the relay task.
+enum Command {
+    Mode {
+        from: Side,
+        mode: Mode,
+        clock: u32,
+    },
+    /// Starts (or with `None` stops) what switchboard says to a leg; `done` hears
+    /// true when it played to the end, false when it was stopped.
+    Speak {
+        to: Side,
+        speaker: Option<Box<Speaker>>,
+        done: Option<oneshot::Sender<bool>>,
+    },
+    Listen {
+        side: Side,
+        listener: Box<Listener>,
+    },
+    Record {
+        recording: Box<Recording>,
+        done: RecordingDone,
+    },
+    StopRecording,
+}
+
+/// What the B2BUA and the relay task share.
+struct Shared {
+    a: Arc<Leg>,
+    b: OnceLock<Arc<Leg>>,
+    commands: Mutex<Vec<Command>>,
+    /// Bumped with each command, so the task notices them with one atomic read.
     version: AtomicU64,
+    /// Wakes the task for a command when no packet would.
+    waker: Mutex<Option<Waker>>,
+    transcoding: [AtomicBool; 2],
+}
+
+impl Shared {
+    fn leg(&self, side: Side) -> Option<&Arc<Leg>> {
+        match side {
+            Side::A => Some(&self.a),
+            Side::B => self.b.get(),
+        }
+    }
+
+    fn send(&self, command: Command) {
+        self.commands
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(command);
+        self.version.fetch_add(1, Ordering::Release);
+        if let Some(waker) = self
+            .waker
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+        {
+            waker.wake_by_ref();
+        }
+    }
 }
 
 /// A snapshot of one leg's counters.
@@ -120,7 +197,7 @@ impl Counters {
     }
 }
 
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 enum Channel {
     Rtp,
     Rtcp,
@@ -131,9 +208,6 @@ struct Leg {
     rtp_latch: Mutex<Latch>,
     rtcp_latch: Mutex<Latch>,
     counters: Counters,
-    /// The mode of the direction from this leg's phone to the other's.
-    pending: PendingMode,
-    transcoding: AtomicBool,
 }
 
 impl Leg {
@@ -143,8 +217,6 @@ impl Leg {
             rtp_latch: Mutex::new(Latch::new(now, config.latch_window)),
             rtcp_latch: Mutex::new(Latch::new(now, config.latch_window)),
             counters: Counters::default(),
-            pending: PendingMode::default(),
-            transcoding: AtomicBool::new(false),
         }
     }
 
@@ -183,31 +255,82 @@ impl Leg {
         let nanos = u64::try_from(since_start.as_nanos()).unwrap_or(u64::MAX);
         c.last_heard.store(nanos, Ordering::Relaxed);
     }
+
+    fn stats(&self) -> LegStats {
+        let c = &self.counters;
+        LegStats {
+            rtp_packets: c.rtp_packets.load(Ordering::Relaxed),
+            rtp_bytes: c.rtp_bytes.load(Ordering::Relaxed),
+            rtcp_packets: c.rtcp_packets.load(Ordering::Relaxed),
+            rtcp_bytes: c.rtcp_bytes.load(Ordering::Relaxed),
+            sent_packets: c.sent_packets.load(Ordering::Relaxed),
+            refused_packets: c.refused_packets.load(Ordering::Relaxed),
+            lost_packets: c.lost.load(Ordering::Relaxed),
+            jitter: Duration::from_micros(c.jitter_micros.load(Ordering::Relaxed)),
+            rtp_remote: self.latch(Channel::Rtp).destination(),
+            rtcp_remote: self.latch(Channel::Rtcp).destination(),
+        }
+    }
 }
 
-/// A running bridge. Dropping it stops the task; the sockets and ports are released
-/// as the runtime drops it, shortly after. [`Relay::stop`] waits for that.
+/// A running media task. Dropping it stops the task; the sockets and ports are
+/// released as the runtime drops it, shortly after. [`Relay::stop`] waits for that.
 pub struct Relay {
-    legs: [Arc<Leg>; 2],
+    shared: Arc<Shared>,
     started: Instant,
+    config: RelayConfig,
     task: JoinHandle<()>,
 }
 
 impl Relay {
-    /// Starts relaying between two legs' ports. No remote address is known yet: call
-    /// [`Relay::set_remote`] as each leg's SDP arrives. Must run inside a tokio runtime.
-    pub fn start(a: RtpPortPair, b: RtpPortPair, config: RelayConfig) -> Relay {
+    /// Starts the media of a call with leg A's ports, and leg B's when it has one.
+    /// No remote address is known yet: call [`Relay::set_remote`] as each leg's SDP
+    /// arrives. Key presses go to `events`. Must run inside a tokio runtime.
+    pub fn start(
+        a: RtpPortPair,
+        b: Option<RtpPortPair>,
+        config: RelayConfig,
+        events: Option<MediaEvents>,
+    ) -> Relay {
         let started = Instant::now();
-        let legs = [
-            Arc::new(Leg::new(a, started, config)),
-            Arc::new(Leg::new(b, started, config)),
-        ];
-        let task = tokio::spawn(relay(legs.clone(), started));
-        Relay {
-            legs,
+        let shared = Arc::new(Shared {
+            a: Arc::new(Leg::new(a, started, config)),
+            b: OnceLock::new(),
+            commands: Mutex::new(Vec::new()),
+            version: AtomicU64::new(0),
+            waker: Mutex::new(None),
+            transcoding: [AtomicBool::new(false), AtomicBool::new(false)],
+        });
+        let relay = Relay {
+            task: tokio::spawn(run(shared.clone(), started, events)),
+            shared,
             started,
-            task,
+            config,
+        };
+        if let Some(b) = b {
+            relay.attach(b);
         }
+        relay
+    }
+
+    /// Gives leg B its ports (once; later calls are ignored).
+    pub fn attach(&self, b: RtpPortPair) {
+        let leg = Arc::new(Leg::new(b, Instant::now(), self.config));
+        if self.shared.b.set(leg).is_ok()
+            && let Some(waker) = self
+                .shared
+                .waker
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .as_ref()
+        {
+            waker.wake_by_ref();
+        }
+    }
+
+    /// Whether leg B has joined.
+    pub fn has(&self, side: Side) -> bool {
+        self.shared.leg(side).is_some()
     }
 
     /// Sets where a leg's phone said (in SDP) it receives RTP and RTCP, `None` when it
@@ -215,15 +338,17 @@ impl Relay {
     /// SDP the leg sends (offer, answer, re-INVITE) and for both legs when the call is
     /// answered, so a phone that only starts sending then can still be latched.
     pub fn set_remote(&self, side: Side, rtp: Option<SocketAddr>, rtcp: Option<SocketAddr>) {
-        let leg = &self.legs[side.index()];
+        let Some(leg) = self.shared.leg(side) else {
+            return;
+        };
         let now = Instant::now();
         leg.latch(Channel::Rtp).set_sdp(rtp, now);
         leg.latch(Channel::Rtcp).set_sdp(rtcp, now);
     }
 
     /// Sets how audio from `from`'s phone reaches the other leg: relayed (the default,
-    /// payload types as they come) or transcoded. The relay task takes it up at its
-    /// next packet; a transcoder's stream continues the one the leg was sent before.
+    /// payload types as they come) or transcoded. A transcoder's stream continues the
+    /// one the leg was sent before.
     pub fn set_plan(&self, from: Side, plan: &DirectionPlan) {
         let mode = match plan {
             DirectionPlan::Relay { map, .. } => Mode::Relay(map.clone()),
@@ -239,50 +364,75 @@ impl Relay {
                 }
             },
         };
-        let leg = &self.legs[from.index()];
-        leg.transcoding
+        self.shared.transcoding[from.index()]
             .store(matches!(mode, Mode::Transcode(_)), Ordering::Relaxed);
-        *leg.pending
-            .mode
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Some((mode, plan.clock()));
-        leg.pending.version.fetch_add(1, Ordering::Release);
+        self.shared.send(Command::Mode {
+            from,
+            mode,
+            clock: plan.clock(),
+        });
     }
 
     /// Whether audio from `from`'s phone is being transcoded.
     pub fn is_transcoding(&self, from: Side) -> bool {
-        self.legs[from.index()].transcoding.load(Ordering::Relaxed)
+        self.shared.transcoding[from.index()].load(Ordering::Relaxed)
     }
 
-    /// The leg's local RTP port (RTCP is the next one), for its SDP.
+    /// Plays `speaker` to leg `to` instead of what the other leg says, replacing what
+    /// played before (whose `done` then hears false). `done` hears true at the end.
+    pub fn speak(&self, to: Side, speaker: Speaker, done: Option<oneshot::Sender<bool>>) {
+        self.shared.send(Command::Speak {
+            to,
+            speaker: Some(Box::new(speaker)),
+            done,
+        });
+    }
+
+    /// Stops what switchboard says to leg `to`; the other leg is heard again.
+    pub fn stop_speaking(&self, to: Side) {
+        self.shared.send(Command::Speak {
+            to,
+            speaker: None,
+            done: None,
+        });
+    }
+
+    /// Listens to leg `side` for key presses (and audio to record).
+    pub fn listen(&self, side: Side, listener: Listener) {
+        self.shared.send(Command::Listen {
+            side,
+            listener: Box::new(listener),
+        });
+    }
+
+    /// Starts a recording (replacing one in progress, which ends as asked to).
+    pub fn record(&self, recording: Recording, done: RecordingDone) {
+        self.shared.send(Command::Record {
+            recording: Box::new(recording),
+            done,
+        });
+    }
+
+    pub fn stop_recording(&self) {
+        self.shared.send(Command::StopRecording);
+    }
+
+    /// The leg's local RTP port (RTCP is the next one), for its SDP; 0 without it.
     pub fn rtp_port(&self, side: Side) -> u16 {
-        self.legs[side.index()].ports.rtp_port()
+        self.shared.leg(side).map_or(0, |l| l.ports.rtp_port())
     }
 
     pub fn stats(&self, side: Side) -> LegStats {
-        let leg = &self.legs[side.index()];
-        let c = &leg.counters;
-        LegStats {
-            rtp_packets: c.rtp_packets.load(Ordering::Relaxed),
-            rtp_bytes: c.rtp_bytes.load(Ordering::Relaxed),
-            rtcp_packets: c.rtcp_packets.load(Ordering::Relaxed),
-            rtcp_bytes: c.rtcp_bytes.load(Ordering::Relaxed),
-            sent_packets: c.sent_packets.load(Ordering::Relaxed),
-            refused_packets: c.refused_packets.load(Ordering::Relaxed),
-            lost_packets: c.lost.load(Ordering::Relaxed),
-            jitter: Duration::from_micros(c.jitter_micros.load(Ordering::Relaxed)),
-            rtp_remote: leg.latch(Channel::Rtp).destination(),
-            rtcp_remote: leg.latch(Channel::Rtcp).destination(),
-        }
+        self.shared.leg(side).map(|l| l.stats()).unwrap_or_default()
     }
 
     /// When the leg's phone last sent RTP or RTCP that was accepted; the relay's start
     /// if it never did. The B2BUA's media timeout compares it with the clock.
     pub fn last_heard(&self, side: Side) -> Instant {
-        let nanos = self.legs[side.index()]
-            .counters
-            .last_heard
-            .load(Ordering::Relaxed);
+        let nanos = self
+            .shared
+            .leg(side)
+            .map_or(0, |l| l.counters.last_heard.load(Ordering::Relaxed));
         self.started + Duration::from_nanos(nanos)
     }
 
@@ -303,143 +453,32 @@ impl Drop for Relay {
 /// One direction of one channel: packets arriving on leg `from`'s socket leave by the
 /// other leg's.
 struct Path {
-    from: usize,
     channel: Channel,
     /// RTP only: keeps the stream the other phone receives continuous.
     rewriter: Option<StreamRewriter>,
     mode: Mode,
-    /// The [`PendingMode::version`] taken up last.
-    version: u64,
     /// RTP only: loss and jitter of what arrives, and its clock rate.
     received: ReceiveStats,
     clock: u32,
 }
 
 impl Path {
-    fn new(from: Side, channel: Channel) -> Path {
+    fn new(channel: Channel) -> Path {
         Path {
-            from: from.index(),
             channel,
             rewriter: matches!(channel, Channel::Rtp).then(StreamRewriter::new),
             mode: Mode::Relay(PayloadMap::identity()),
-            version: 0,
             received: ReceiveStats::default(),
             clock: 8000,
-        }
-    }
-
-    /// Takes up a new mode the B2BUA set for this direction, if any.
-    fn refresh_mode(&mut self, legs: &[Arc<Leg>; 2]) {
-        if self.rewriter.is_none() {
-            return;
-        }
-        let pending = &legs[self.from].pending;
-        let version = pending.version.load(Ordering::Acquire);
-        if version == self.version {
-            return;
-        }
-        self.version = version;
-        if let Some((mode, clock)) = pending
-            .mode
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take()
-        {
-            self.mode = mode;
-            self.clock = clock;
         }
     }
 
     fn is_transcoding(&self) -> bool {
         matches!(self.mode, Mode::Transcode(_))
     }
-
-    /// Relays what is waiting on the path's socket. Returns when the socket has nothing
-    /// more, or when the task has used its share of the runtime (tokio's budget),
-    /// having asked to be woken again either way.
-    fn poll_relay(
-        &mut self,
-        cx: &mut Context<'_>,
-        legs: &[Arc<Leg>; 2],
-        buf: &mut [u8],
-        started: Instant,
-    ) {
-        self.refresh_mode(legs);
-        let (from, to) = (&legs[self.from], &legs[1 - self.from]);
-        let socket = from.socket(self.channel);
-        loop {
-            let mut read = ReadBuf::new(buf);
-            let source = match socket.poll_recv_from(cx, &mut read) {
-                Poll::Pending => return,
-                // Errors here are per datagram (e.g. an ICMP error reported on some systems).
-                Poll::Ready(Err(_)) => continue,
-                Poll::Ready(Ok(source)) => source,
-            };
-            let len = read.filled().len();
-            let now = Instant::now();
-            // A dual-stack socket reports IPv4 sources as mapped IPv6; SDP has them plain.
-            let source = SocketAddr::new(source.ip().to_canonical(), source.port());
-            if !from.latch(self.channel).accept(source, now) {
-                from.counters
-                    .refused_packets
-                    .fetch_add(1, Ordering::Relaxed);
-                continue;
-            }
-            let since_start = now.saturating_duration_since(started);
-            from.count_received(self.channel, len, since_start);
-            let packet = &mut buf[..len];
-            if self.rewriter.is_some()
-                && let Some((header, _)) = super::rtp::parse(packet)
-            {
-                self.received.on_packet(&header, since_start, self.clock);
-                from.counters.publish(&self.received, self.clock);
-            }
-            let Some(destination) = to.latch(self.channel).destination() else {
-                continue;
-            };
-            let mut out = Outgoing {
-                to,
-                channel: self.channel,
-                destination,
-                rewriter: self.rewriter.as_mut(),
-            };
-            match &mut self.mode {
-                Mode::Relay(map) => {
-                    if super::rtp::is_rtp(packet) && !map.is_identity() {
-                        let pt = map.get(packet[1] & 0x7f);
-                        super::rtp::set_payload_type(packet, pt);
-                    }
-                    out.send(packet);
-                }
-                Mode::Transcode(transcoder) => {
-                    transcoder.on_packet(now, packet, &mut |p| out.send_copy(p));
-                }
-            }
-        }
-    }
-
-    /// The media clock of a transcoding path: sends the frames that are due.
-    fn tick(&mut self, legs: &[Arc<Leg>; 2], now: Instant) {
-        let Mode::Transcode(transcoder) = &mut self.mode else {
-            return;
-        };
-        let to = &legs[1 - self.from];
-        let Some(destination) = to.latch(self.channel).destination() else {
-            // Nobody to send to yet: keep the clock going, drop the frames.
-            transcoder.on_tick(now, &mut |_| {});
-            return;
-        };
-        let mut out = Outgoing {
-            to,
-            channel: self.channel,
-            destination,
-            rewriter: self.rewriter.as_mut(),
-        };
-        transcoder.on_tick(now, &mut |p| out.send_copy(p));
-    }
 }
 
-/// Where a path's packets go: the other leg's socket, towards its phone.
+/// Where packets for a leg go: its socket, towards its phone.
 struct Outgoing<'a> {
     to: &'a Leg,
     channel: Channel,
@@ -448,6 +487,17 @@ struct Outgoing<'a> {
 }
 
 impl Outgoing<'_> {
+    /// Where RTP for `to` goes now, if anywhere.
+    fn rtp<'a>(to: &'a Leg, rewriter: &'a mut Option<StreamRewriter>) -> Option<Outgoing<'a>> {
+        let destination = to.latch(Channel::Rtp).destination()?;
+        Some(Outgoing {
+            to,
+            channel: Channel::Rtp,
+            destination,
+            rewriter: rewriter.as_mut(),
+        })
+    }
+
     fn send(&mut self, packet: &mut [u8]) {
         if let Some(rewriter) = self.rewriter.as_deref_mut() {
             rewriter.rewrite(packet);
@@ -466,7 +516,7 @@ impl Outgoing<'_> {
         }
     }
 
-    /// Sends a packet made by a transcoder (copied to be rewritten on the stack).
+    /// Sends a packet made here (copied to be rewritten on the stack).
     fn send_copy(&mut self, packet: &[u8]) {
         let mut copy = [0u8; BUFFER_LEN];
         let len = packet.len().min(BUFFER_LEN);
@@ -475,39 +525,316 @@ impl Outgoing<'_> {
     }
 }
 
-/// Moves the packets of both legs' four sockets until aborted, and runs the media
-/// clock while a direction transcodes.
-async fn relay(legs: [Arc<Leg>; 2], started: Instant) {
+/// What switchboard is saying to one leg.
+struct Speaking {
+    speaker: Box<Speaker>,
+    done: Option<oneshot::Sender<bool>>,
+}
+
+impl Drop for Speaking {
+    /// Stopped before its end (replaced, or the call is over).
+    fn drop(&mut self) {
+        if let Some(done) = self.done.take() {
+            let _ = done.send(false);
+        }
+    }
+}
+
+/// A recording and who waits for its end.
+struct Recorded {
+    recording: Option<Box<Recording>>,
+    done: Option<RecordingDone>,
+}
+
+impl Recorded {
+    fn finish(&mut self, stopped: Stopped) {
+        if let (Some(recording), Some(done)) = (self.recording.take(), self.done.take()) {
+            recording.finish(stopped, move |outcome| {
+                let _ = done.send(outcome);
+            });
+        }
+    }
+}
+
+impl Drop for Recorded {
+    /// The call ended while recording: the file is finished all the same.
+    fn drop(&mut self) {
+        self.finish(Stopped::Hangup);
+    }
+}
+
+/// The media task's own state.
+struct Task {
+    shared: Arc<Shared>,
+    started: Instant,
+    events: Option<MediaEvents>,
+    version: u64,
+    /// RTP and RTCP from A, then from B.
+    paths: [Path; 4],
+    /// Indexed by the leg spoken to or listened to.
+    speaking: [Option<Speaking>; 2],
+    listeners: [Option<Box<Listener>>; 2],
+    recording: Option<Recorded>,
+    clock: Option<tokio::time::Interval>,
+}
+
+impl Task {
+    fn take_commands(&mut self) {
+        let version = self.shared.version.load(Ordering::Acquire);
+        if version == self.version {
+            return;
+        }
+        self.version = version;
+        let commands = std::mem::take(
+            &mut *self
+                .shared
+                .commands
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        for command in commands {
+            match command {
+                Command::Mode { from, mode, clock } => {
+                    let path = &mut self.paths[2 * from.index()];
+                    path.mode = mode;
+                    path.clock = clock;
+                }
+                Command::Speak { to, speaker, done } => {
+                    self.speaking[to.index()] = speaker.map(|speaker| Speaking { speaker, done });
+                }
+                Command::Listen { side, listener } => {
+                    self.listeners[side.index()] = Some(listener);
+                }
+                Command::Record { recording, done } => {
+                    if let Some(mut old) = self.recording.take() {
+                        old.finish(Stopped::Asked);
+                    }
+                    self.recording = Some(Recorded {
+                        recording: Some(recording),
+                        done: Some(done),
+                    });
+                }
+                Command::StopRecording => {
+                    if let Some(mut old) = self.recording.take() {
+                        old.finish(Stopped::Asked);
+                    }
+                }
+            }
+        }
+    }
+
+    fn needs_clock(&self) -> bool {
+        self.paths.iter().any(Path::is_transcoding)
+            || self.speaking.iter().any(Option::is_some)
+            || self
+                .recording
+                .as_ref()
+                .and_then(|r| r.recording.as_ref())
+                .is_some_and(|r| r.needs_clock())
+    }
+
+    /// Handles what is waiting on path `i`'s socket. Returns when the socket has
+    /// nothing more, or when the task has used its share of the runtime (tokio's
+    /// budget), having asked to be woken again either way.
+    fn poll_path(&mut self, i: usize, cx: &mut Context<'_>, buf: &mut [u8]) {
+        let shared = self.shared.clone();
+        let from_side = if i < 2 { Side::A } else { Side::B };
+        let Some(from) = shared.leg(from_side) else {
+            return;
+        };
+        let to = shared.leg(other(from_side));
+        let path = &mut self.paths[i];
+        let socket = from.socket(path.channel);
+        let listener = &mut self.listeners[from_side.index()];
+        let muted = self.speaking[other(from_side).index()].is_some();
+        loop {
+            let mut read = ReadBuf::new(buf);
+            let source = match socket.poll_recv_from(cx, &mut read) {
+                Poll::Pending => return,
+                // Errors here are per datagram (e.g. an ICMP error reported on some systems).
+                Poll::Ready(Err(_)) => continue,
+                Poll::Ready(Ok(source)) => source,
+            };
+            let len = read.filled().len();
+            let now = Instant::now();
+            // A dual-stack socket reports IPv4 sources as mapped IPv6; SDP has them plain.
+            let source = SocketAddr::new(source.ip().to_canonical(), source.port());
+            if !from.latch(path.channel).accept(source, now) {
+                from.counters
+                    .refused_packets
+                    .fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            let since_start = now.saturating_duration_since(self.started);
+            from.count_received(path.channel, len, since_start);
+            let packet = &mut buf[..len];
+            if path.channel == Channel::Rtp {
+                if let Some((header, _)) = super::rtp::parse(packet) {
+                    path.received.on_packet(&header, since_start, path.clock);
+                    from.counters.publish(&path.received, path.clock);
+                }
+                if let Some(listener) = listener.as_mut() {
+                    let recorded = &mut self.recording;
+                    let decode = recorded.as_ref().is_some_and(|r| r.recording.is_some());
+                    let mut stop = None;
+                    let digit = listener.on_packet(packet, decode, &mut |pcm| {
+                        if let Some(r) = recorded.as_mut().and_then(|r| r.recording.as_mut()) {
+                            stop = stop.or(r.on_audio(from_side.index(), pcm));
+                        }
+                    });
+                    if let (Some(stopped), Some(r)) = (stop, recorded.as_mut()) {
+                        r.finish(stopped);
+                    }
+                    if let (Some(digit), Some(events)) = (digit, &self.events) {
+                        events(MediaEvent {
+                            side: from_side,
+                            digit,
+                        });
+                    }
+                }
+            }
+            let Some(to) = to else { continue };
+            match &mut path.mode {
+                Mode::Transcode(transcoder) if path.channel == Channel::Rtp => {
+                    // Fed even while muted, so its buffer stays in step with the phone.
+                    let out = Outgoing::rtp(to, &mut path.rewriter).filter(|_| !muted);
+                    let mut out = out;
+                    transcoder.on_packet(now, packet, &mut |p| {
+                        if let Some(out) = out.as_mut() {
+                            out.send_copy(p);
+                        }
+                    });
+                }
+                _ if muted && path.channel == Channel::Rtp => {}
+                mode => {
+                    if let Mode::Relay(map) = mode
+                        && path.channel == Channel::Rtp
+                        && super::rtp::is_rtp(packet)
+                        && !map.is_identity()
+                    {
+                        let pt = map.get(packet[1] & 0x7f);
+                        super::rtp::set_payload_type(packet, pt);
+                    }
+                    let Some(destination) = to.latch(path.channel).destination() else {
+                        continue;
+                    };
+                    Outgoing {
+                        to,
+                        channel: path.channel,
+                        destination,
+                        rewriter: path.rewriter.as_mut(),
+                    }
+                    .send(packet);
+                }
+            }
+        }
+    }
+
+    /// One tick of the media clock.
+    fn tick(&mut self, now: Instant) {
+        let shared = self.shared.clone();
+        for side in [Side::A, Side::B] {
+            let (Some(from), Some(to)) = (shared.leg(side), shared.leg(other(side))) else {
+                continue;
+            };
+            let _ = from;
+            let muted = self.speaking[other(side).index()].is_some();
+            let path = &mut self.paths[2 * side.index()];
+            if let Mode::Transcode(transcoder) = &mut path.mode {
+                let mut out = Outgoing::rtp(to, &mut path.rewriter).filter(|_| !muted);
+                transcoder.on_tick(now, &mut |p| {
+                    if let Some(out) = out.as_mut() {
+                        out.send_copy(p);
+                    }
+                });
+            }
+        }
+        for side in [Side::A, Side::B] {
+            let Some(to) = shared.leg(side) else { continue };
+            let Some(speaking) = self.speaking[side.index()].as_mut() else {
+                continue;
+            };
+            // Towards `side`, the stream is the one its RTP from the other leg has.
+            let path = &mut self.paths[2 * other(side).index()];
+            let mut out = Outgoing::rtp(to, &mut path.rewriter);
+            let going = speaking.speaker.on_tick(&mut |p| {
+                if let Some(out) = out.as_mut() {
+                    out.send_copy(p);
+                }
+            });
+            if !going && let Some(mut finished) = self.speaking[side.index()].take() {
+                if let Some(done) = finished.done.take() {
+                    let _ = done.send(true);
+                }
+            }
+        }
+        if let Some(recording) = self.recording.as_mut().and_then(|r| r.recording.as_mut()) {
+            recording.on_tick();
+        }
+    }
+}
+
+fn other(side: Side) -> Side {
+    match side {
+        Side::A => Side::B,
+        Side::B => Side::A,
+    }
+}
+
+/// Moves the packets of the legs' sockets until aborted, and runs the media clock
+/// while anything needs it.
+async fn run(shared: Arc<Shared>, started: Instant, events: Option<MediaEvents>) {
     let mut buf = [0u8; BUFFER_LEN];
-    let mut paths = [
-        Path::new(Side::A, Channel::Rtp),
-        Path::new(Side::A, Channel::Rtcp),
-        Path::new(Side::B, Channel::Rtp),
-        Path::new(Side::B, Channel::Rtcp),
-    ];
-    let mut clock: Option<tokio::time::Interval> = None;
+    let mut task = Task {
+        shared,
+        started,
+        events,
+        version: 0,
+        paths: [
+            Path::new(Channel::Rtp),
+            Path::new(Channel::Rtcp),
+            Path::new(Channel::Rtp),
+            Path::new(Channel::Rtcp),
+        ],
+        speaking: [None, None],
+        listeners: [None, None],
+        recording: None,
+        clock: None,
+    };
     // Each wake-up starts at the next path, so a flood on one socket, which ends a
     // wake-up by using up the task's budget, cannot starve the others.
     let mut first = 0;
     std::future::poll_fn(|cx| {
-        for i in 0..paths.len() {
-            paths[(first + i) % paths.len()].poll_relay(cx, &legs, &mut buf, started);
+        {
+            let mut waker = task
+                .shared
+                .waker
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if !waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                *waker = Some(cx.waker().clone());
+            }
         }
-        first = (first + 1) % paths.len();
-        if paths.iter().any(Path::is_transcoding) {
-            let clock = clock.get_or_insert_with(|| {
+        task.take_commands();
+        for i in 0..4 {
+            task.poll_path((first + i) % 4, cx, &mut buf);
+        }
+        first = (first + 1) % 4;
+        if task.needs_clock() {
+            if task.clock.is_none() {
                 let mut clock = tokio::time::interval(FRAME);
                 clock.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-                clock
-            });
-            while clock.poll_tick(cx).is_ready() {
-                let now = Instant::now();
-                for path in &mut paths {
-                    path.tick(&legs, now);
-                }
+                task.clock = Some(clock);
+            }
+            while task
+                .clock
+                .as_mut()
+                .is_some_and(|c| c.poll_tick(cx).is_ready())
+            {
+                task.tick(Instant::now());
             }
         } else {
-            clock = None;
+            task.clock = None;
         }
         Poll::<()>::Pending
     })
@@ -529,8 +856,9 @@ mod tests {
     fn start(ports: &PortAllocator) -> Relay {
         Relay::start(
             ports.allocate().unwrap(),
-            ports.allocate().unwrap(),
+            Some(ports.allocate().unwrap()),
             RelayConfig::default(),
+            None,
         )
     }
 

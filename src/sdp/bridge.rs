@@ -46,6 +46,26 @@ pub fn offer_across(offer: &Sdp, ours: &[Codec]) -> Option<Sdp> {
     out.media.iter().any(|m| !m.is_rejected()).then_some(out)
 }
 
+/// Makes an offer that holds the other phone with `inactive` a `sendonly` one:
+/// switchboard plays hold music to the held phone, which must then expect media.
+pub fn hold_with_music(offer: &mut Sdp) {
+    for index in 0..offer.media.len() {
+        if offer.direction(index) != Some(Direction::Inactive) {
+            continue;
+        }
+        let media = &mut offer.media[index];
+        media
+            .attributes
+            .retain(|a| !matches!(a, Attribute::Direction(_)));
+        media
+            .attributes
+            .push(Attribute::Direction(Direction::SendOnly));
+    }
+    offer
+        .attributes
+        .retain(|a| !matches!(a, Attribute::Direction(_)));
+}
+
 /// A payload type for `codec` not used by `taken`: its static number (RFC 3551) if
 /// it has one and that is free, else the lowest free dynamic one.
 fn free_payload_type(taken: &[Format], codec: &Codec) -> Option<u8> {
@@ -65,8 +85,8 @@ fn free_payload_type(taken: &[Format], codec: &Codec) -> Option<u8> {
 /// `other_answer` to our [`offer_across`] of it. Each section is answered with the
 /// codec the other phone chose when `offer` has it, else with the first of `ours` that
 /// `offer` has (the call then transcodes), plus telephone-event when both `offer` and
-/// `ours` have it. The direction is the other phone's (hold passes through); a section
-/// the other phone rejected is rejected here too.
+/// `ours` have it. The direction is the other phone's (hold passes through) as far as
+/// the offer allows; a section the other phone rejected is rejected here too.
 pub fn answer_across(
     offer: &Sdp,
     other_answer: &Sdp,
@@ -80,7 +100,16 @@ pub fn answer_across(
         if media.is_rejected() {
             continue;
         }
-        let direction = other_answer.direction(index).unwrap_or(Direction::SendRecv);
+        // The other phone's direction, within what this leg's offer allows.
+        let theirs = other_answer.direction(index).unwrap_or(Direction::SendRecv);
+        let allowed = offer
+            .direction(index)
+            .unwrap_or(Direction::SendRecv)
+            .answer();
+        let direction = Direction::from_flags(
+            theirs.sends() && allowed.sends(),
+            theirs.receives() && allowed.receives(),
+        );
         media
             .attributes
             .retain(|a| !matches!(a, Attribute::Direction(_)));
@@ -247,6 +276,31 @@ mod tests {
             &mut OriginState::new(7),
         );
         assert_eq!(names(&ans), [(8, "PCMA".into())]);
+    }
+
+    #[test]
+    fn an_inactive_hold_becomes_sendonly_for_the_music() {
+        let held_text = "v=0\no=a 1 1 IN IP4 192.0.2.10\ns=-\nc=IN IP4 192.0.2.10\nt=0 0\n\
+             m=audio 4000 RTP/AVP 0\na=inactive\n";
+        let mut held = parse(held_text);
+        hold_with_music(&mut held);
+        assert_eq!(held.direction(0), Some(Direction::SendOnly));
+        // The holder offered inactive, so its answer says inactive, whatever the
+        // held phone answered to our sendonly.
+        let holder = parse(held_text);
+        let other = parse(
+            "v=0\no=b 1 1 IN IP4 192.0.2.20\ns=-\nc=IN IP4 192.0.2.20\nt=0 0\n\
+             m=audio 5000 RTP/AVP 0\na=recvonly\n",
+        );
+        let ans = answer_across(
+            &holder,
+            &other,
+            &ours(),
+            OUR,
+            &[20000],
+            &mut OriginState::new(7),
+        );
+        assert_eq!(ans.direction(0), Some(Direction::Inactive));
     }
 
     #[test]

@@ -8,7 +8,7 @@ pub mod model;
 pub mod offer_answer;
 mod parse;
 
-pub use bridge::{answer_across, offer_across};
+pub use bridge::{answer_across, hold_with_music, offer_across};
 pub use codec::{Codec, Format, negotiate, offer_formats, shares_codec, supported_subset};
 pub use model::{
     AddrType, Address, Attribute, Connection, Direction, Line, Media, Origin, Rtpmap, Sdp,

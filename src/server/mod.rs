@@ -72,7 +72,8 @@ pub async fn run(
         store.clone(),
     )?);
     let dialplan = if config.dialplan.dir.is_dir() {
-        let services = Services::new(Arc::new(store.clone()));
+        let services = Services::new(Arc::new(store.clone()))
+            .with_recordings(config.storage.dir.join("recordings"));
         let plan = DialplanHandle::open(&config.dialplan.dir, services)
             .map_err(|e| format!("dialplan.dir: {e}"))?;
         plan.watch(Duration::from_secs(1), stopped.clone());
@@ -125,6 +126,17 @@ pub async fn run(
         media_timeout: config.media.timeout,
         timer_policy: TimerPolicy::new(config.sip.session_expires_secs, config.sip.min_se_secs),
         codecs: crate::b2bua::CodecPolicy::new(&config.media.codecs, &config.extensions),
+        prompts: Arc::new(crate::media::prompts::Prompts::new(
+            config.media.sounds_dir.clone(),
+            config.media.language.clone(),
+        )),
+        music: match crate::media::prompts::load_music(&config.media.moh_dir, "default") {
+            Ok(music) => Some(music),
+            Err(e) => {
+                tracing::warn!(error = %e, "no hold music: parties on hold hear silence");
+                None
+            }
+        },
     });
     let timers = TimerConfig {
         t1: config.sip.t1,

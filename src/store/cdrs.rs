@@ -67,6 +67,8 @@ pub struct CallMedia {
     pub callee_lost: u64,
     pub caller_jitter_ms: u64,
     pub callee_jitter_ms: u64,
+    /// Keys pressed on either phone, in order (RFC 4733, SIP INFO or in-band).
+    pub dtmf: String,
 }
 
 impl Store {
@@ -129,7 +131,7 @@ pub fn cdrs_to_csv(rows: &[(u64, Cdr)]) -> String {
     let mut out = String::from(
         "id,call_id,caller,callee,start_unix,answer_unix,end_unix,duration_secs,disposition,hangup_by,hangup_cause,\
          caller_codec,callee_codec,media_path,caller_packets,callee_packets,caller_lost,callee_lost,\
-         caller_jitter_ms,callee_jitter_ms\r\n",
+         caller_jitter_ms,callee_jitter_ms,dtmf\r\n",
     );
     for (id, c) in rows {
         let fields = [
@@ -159,6 +161,7 @@ pub fn cdrs_to_csv(rows: &[(u64, Cdr)]) -> String {
             c.media.callee_lost.to_string(),
             c.media.caller_jitter_ms.to_string(),
             c.media.callee_jitter_ms.to_string(),
+            c.media.dtmf.clone(),
         ];
         let line: Vec<String> = fields.iter().map(|f| csv_field(f)).collect();
         out.push_str(&line.join(","));
@@ -283,7 +286,7 @@ mod csv_tests {
         let row = csv.lines().nth(1).unwrap();
         assert_eq!(
             row,
-            r#"7,"a,b",1000,1001,1,,3,0,busy,system,"said ""busy""",,,,0,0,0,0,0,0"#
+            r#"7,"a,b",1000,1001,1,,3,0,busy,system,"said ""busy""",,,,0,0,0,0,0,0,"#
         );
     }
 }
