@@ -132,8 +132,8 @@ pub struct Media {
     pub b_sdp: Option<Sdp>,
     /// The path each direction (from A, from B) was last set to.
     pub plans: [Option<DirectionPlan>; 2],
-    /// The formats each leg is listened to with.
-    pub heard: [Option<LegFormats>; 2],
+    /// The formats each leg is listened to with, and whether in-band keys are.
+    pub heard: [Option<(LegFormats, bool)>; 2],
     /// Hold music is playing to the leg (its peer holds it).
     pub music: [bool; 2],
 }

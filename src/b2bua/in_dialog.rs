@@ -71,7 +71,11 @@ impl B2bua {
                 }
                 self.relay_request(txl, id, side, key, req, now)
             }
-            Method::Info => self.relay_request(txl, id, side, key, req, now),
+            Method::Info => {
+                if !self.on_info_key(txl, id, side, key, &req) {
+                    self.relay_request(txl, id, side, key, req, now)
+                }
+            }
             _ => {
                 let resp = dialog.respond(&req, 200);
                 let _ = txl.send_response(now, key, resp);

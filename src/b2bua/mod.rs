@@ -14,6 +14,7 @@ mod cdr;
 pub mod control;
 mod dial;
 mod in_dialog;
+mod keys;
 mod late_offer;
 mod timers;
 
@@ -43,9 +44,6 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, oneshot};
-
-/// Key presses kept per call for its record.
-const MAX_PRESSED: usize = 64;
 
 /// Starts the dialplan for a new call (the server wires the Lua engine here).
 pub type RouteStarter = Arc<dyn Fn(CallHandle) + Send + Sync>;
@@ -706,16 +704,7 @@ impl B2bua {
                 };
                 let _ = reply.send(result);
             }
-            Op::Digit(side, digit) => {
-                tracing::debug!(?side, %digit, "key pressed");
-                if call.pressed.len() < MAX_PRESSED {
-                    call.pressed.push(digit);
-                }
-                if side == Side::A {
-                    // A full buffer means the script is not reading: drop the key.
-                    let _ = call.digits.try_send(digit);
-                }
-            }
+            Op::Digit(side, digit) => self.on_key(txl, id, side, digit, false),
             Op::RouteDone(outcome) => {
                 call.route_done = true;
                 let status = match &outcome {
@@ -1247,15 +1236,19 @@ fn plan_paths(call: &mut Call) {
         return;
     };
     let legs = leg_formats(call);
+    // Keys in the audio are listened for only on a caller alone with switchboard: in a
+    // bridged call they reach the other phone in the audio itself.
+    let alone = !relay.has(Side::B);
     for (i, side) in [(0, Side::A), (1, Side::B)] {
-        if legs[i].send().is_none() || call.media.heard[i].as_ref() == Some(&legs[i]) {
+        let heard = Some((legs[i].clone(), alone));
+        if legs[i].send().is_none() || call.media.heard[i] == heard {
             continue;
         }
-        match Listener::new(&legs[i]) {
+        match Listener::new(&legs[i], alone) {
             Ok(listener) => relay.listen(side, listener),
             Err(e) => tracing::warn!(error = %e, "cannot listen to the leg"),
         }
-        call.media.heard[i] = Some(legs[i].clone());
+        call.media.heard[i] = heard;
     }
     for (from, side) in [(0, Side::A), (1, Side::B)] {
         let Some(plan) = DirectionPlan::between(&legs[from], &legs[1 - from]) else {

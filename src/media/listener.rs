@@ -29,8 +29,10 @@ pub struct Listener {
 }
 
 impl Listener {
-    /// For a leg that negotiated `formats`.
-    pub fn new(formats: &LegFormats) -> Result<Listener, CodecError> {
+    /// For a leg that negotiated `formats`. Without RFC 4733 events on the leg, key
+    /// presses are detected in the audio when `inband` says someone listens for them
+    /// (decoding every packet costs more than relaying it).
+    pub fn new(formats: &LegFormats, inband: bool) -> Result<Listener, CodecError> {
         let mut decoders = Vec::with_capacity(formats.receives.len());
         for f in &formats.receives {
             decoders.push((*f, Decoder::new(f.kind)?));
@@ -39,10 +41,7 @@ impl Listener {
             events: formats.events.map(|e| e.receive),
             receiver: EventReceiver::new(),
             decoders,
-            inband: formats
-                .events
-                .is_none()
-                .then(|| DtmfDetector::new(TAP_RATE)),
+            inband: (inband && formats.events.is_none()).then(|| DtmfDetector::new(TAP_RATE)),
             narrow: Resampler::new(16000, TAP_RATE).map_err(|e| CodecError::new(e.to_string()))?,
             pcm: [0; 960],
             tapped: [0; 960],
@@ -120,9 +119,10 @@ mod tests {
 
     #[test]
     fn rfc_4733_presses_count_once_and_audio_is_left_alone() {
-        let mut listener = Listener::new(&formats(
-            "m=audio 4000 RTP/AVP 0 101\r\na=rtpmap:101 telephone-event/8000\r\n",
-        ))
+        let mut listener = Listener::new(
+            &formats("m=audio 4000 RTP/AVP 0 101\r\na=rtpmap:101 telephone-event/8000\r\n"),
+            true,
+        )
         .unwrap();
         assert!(!listener.needs_audio());
         let mut digits = String::new();
@@ -150,7 +150,9 @@ mod tests {
 
     #[test]
     fn a_leg_without_events_is_heard_in_band_and_taps_get_8_khz() {
-        let mut listener = Listener::new(&formats("m=audio 4000 RTP/AVP 9\r\n")).unwrap();
+        let leg = formats("m=audio 4000 RTP/AVP 9\r\n");
+        assert!(!Listener::new(&leg, false).unwrap().needs_audio());
+        let mut listener = Listener::new(&leg, true).unwrap();
         assert!(listener.needs_audio());
         let mut encoder = Encoder::new(CodecKind::G722).unwrap();
         let mut tone = ToneGenerator::new(Tone::Digit('7'), 16000);

@@ -55,7 +55,8 @@ pub enum Recording {
     Call {
         recorder: Recorder,
         fifos: [Vec<i16>; 2],
-        frame: [i16; 2 * FRAME],
+        /// The stereo frame being written (boxed: the variants stay the same size).
+        frame: Box<[i16; 2 * FRAME]>,
         written: usize,
     },
 }
@@ -75,7 +76,7 @@ impl Recording {
         Recording::Call {
             recorder,
             fifos: [Vec::with_capacity(CALL_FIFO), Vec::with_capacity(CALL_FIFO)],
-            frame: [0; 2 * FRAME],
+            frame: Box::new([0; 2 * FRAME]),
             written: 0,
         }
     }
@@ -136,7 +137,7 @@ impl Recording {
             right_frame[..r].copy_from_slice(&right[..r]);
             left.drain(..l);
             right.drain(..r);
-            interleave(&left_frame, &right_frame, frame);
+            interleave(&left_frame, &right_frame, &mut frame[..]);
             recorder.push(&frame[..]);
             *written += FRAME;
         }

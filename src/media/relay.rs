@@ -16,9 +16,10 @@
 //! [`Recording`]. A call answered by the dialplan alone has only leg A; leg B joins
 //! when a callee answers ([`Relay::attach`]).
 
+use super::dtmf::EventSender;
 use super::latch::Latch;
 use super::listener::Listener;
-use super::plan::{DirectionPlan, PayloadMap};
+use super::plan::{DirectionPlan, EventFormat, PayloadMap};
 use super::ports::RtpPortPair;
 use super::recording::{Outcome, Recording, Stopped};
 use super::rtp::{ReceiveStats, StreamRewriter};
@@ -114,6 +115,11 @@ enum Command {
         done: RecordingDone,
     },
     StopRecording,
+    /// Sends a key press to leg `to` as RFC 4733 events.
+    Key {
+        to: Side,
+        key: Box<KeySender>,
+    },
 }
 
 /// What the B2BUA and the relay task share.
@@ -417,6 +423,26 @@ impl Relay {
         self.shared.send(Command::StopRecording);
     }
 
+    /// Presses `digit` for `duration` towards leg `to`, which takes RFC 4733 events as
+    /// `events` (a key that came by SIP INFO). The other leg's audio to it pauses
+    /// meanwhile, so the events and the audio do not interleave in its stream.
+    pub fn press(&self, to: Side, digit: char, duration: Duration, events: EventFormat) {
+        let millis = u32::try_from(duration.as_millis()).unwrap_or(u32::MAX);
+        let Some(sender) = EventSender::new(digit, millis, events.clock, 20) else {
+            return;
+        };
+        self.shared.send(Command::Key {
+            to,
+            key: Box::new(KeySender {
+                sender,
+                payload_type: events.send,
+                ssrc: rand::random(),
+                timestamp: rand::random(),
+                seq: 0,
+            }),
+        });
+    }
+
     /// The leg's local RTP port (RTCP is the next one), for its SDP; 0 without it.
     pub fn rtp_port(&self, side: Side) -> u16 {
         self.shared.leg(side).map_or(0, |l| l.ports.rtp_port())
@@ -525,6 +551,34 @@ impl Outgoing<'_> {
     }
 }
 
+/// A key press being sent to a leg as RFC 4733 events, one packet per clock tick.
+struct KeySender {
+    sender: EventSender,
+    payload_type: u8,
+    ssrc: u32,
+    /// Every packet of one event carries its start's timestamp (RFC 4733 §2.5.1.2).
+    timestamp: u32,
+    seq: u16,
+}
+
+impl KeySender {
+    /// The next packet into `out`, its length; `None` once the press is over.
+    fn next(&mut self, out: &mut [u8]) -> Option<usize> {
+        let (event, first) = self.sender.next_packet()?;
+        let header = super::rtp::Header {
+            payload_type: self.payload_type,
+            marker: first,
+            seq: self.seq,
+            timestamp: self.timestamp,
+            ssrc: self.ssrc,
+        };
+        self.seq = self.seq.wrapping_add(1);
+        let len = super::rtp::write_header(&header, out);
+        out[len..len + 4].copy_from_slice(&event.write());
+        Some(len + 4)
+    }
+}
+
 /// What switchboard is saying to one leg.
 struct Speaking {
     speaker: Box<Speaker>,
@@ -573,6 +627,8 @@ struct Task {
     paths: [Path; 4],
     /// Indexed by the leg spoken to or listened to.
     speaking: [Option<Speaking>; 2],
+    /// Key presses being sent, by the leg they go to.
+    keys: [Option<Box<KeySender>>; 2],
     listeners: [Option<Box<Listener>>; 2],
     recording: Option<Recorded>,
     clock: Option<tokio::time::Interval>,
@@ -619,6 +675,7 @@ impl Task {
                         old.finish(Stopped::Asked);
                     }
                 }
+                Command::Key { to, key } => self.keys[to.index()] = Some(key),
             }
         }
     }
@@ -626,6 +683,7 @@ impl Task {
     fn needs_clock(&self) -> bool {
         self.paths.iter().any(Path::is_transcoding)
             || self.speaking.iter().any(Option::is_some)
+            || self.keys.iter().any(Option::is_some)
             || self
                 .recording
                 .as_ref()
@@ -646,7 +704,8 @@ impl Task {
         let path = &mut self.paths[i];
         let socket = from.socket(path.channel);
         let listener = &mut self.listeners[from_side.index()];
-        let muted = self.speaking[other(from_side).index()].is_some();
+        let to_index = other(from_side).index();
+        let muted = self.speaking[to_index].is_some() || self.keys[to_index].is_some();
         loop {
             let mut read = ReadBuf::new(buf);
             let source = match socket.poll_recv_from(cx, &mut read) {
@@ -734,11 +793,11 @@ impl Task {
     fn tick(&mut self, now: Instant) {
         let shared = self.shared.clone();
         for side in [Side::A, Side::B] {
-            let (Some(from), Some(to)) = (shared.leg(side), shared.leg(other(side))) else {
+            let (Some(_), Some(to)) = (shared.leg(side), shared.leg(other(side))) else {
                 continue;
             };
-            let _ = from;
-            let muted = self.speaking[other(side).index()].is_some();
+            let to_index = other(side).index();
+            let muted = self.speaking[to_index].is_some() || self.keys[to_index].is_some();
             let path = &mut self.paths[2 * side.index()];
             if let Mode::Transcode(transcoder) = &mut path.mode {
                 let mut out = Outgoing::rtp(to, &mut path.rewriter).filter(|_| !muted);
@@ -762,10 +821,26 @@ impl Task {
                     out.send_copy(p);
                 }
             });
-            if !going && let Some(mut finished) = self.speaking[side.index()].take() {
-                if let Some(done) = finished.done.take() {
-                    let _ = done.send(true);
+            if !going
+                && let Some(mut finished) = self.speaking[side.index()].take()
+                && let Some(done) = finished.done.take()
+            {
+                let _ = done.send(true);
+            }
+        }
+        for side in [Side::A, Side::B] {
+            let (Some(to), Some(key)) = (shared.leg(side), self.keys[side.index()].as_mut()) else {
+                continue;
+            };
+            let mut packet = [0u8; 32];
+            match key.next(&mut packet) {
+                Some(len) => {
+                    let path = &mut self.paths[2 * other(side).index()];
+                    if let Some(mut out) = Outgoing::rtp(to, &mut path.rewriter) {
+                        out.send(&mut packet[..len]);
+                    }
                 }
+                None => self.keys[side.index()] = None,
             }
         }
         if let Some(recording) = self.recording.as_mut().and_then(|r| r.recording.as_mut()) {
@@ -797,6 +872,7 @@ async fn run(shared: Arc<Shared>, started: Instant, events: Option<MediaEvents>)
             Path::new(Channel::Rtcp),
         ],
         speaking: [None, None],
+        keys: [None, None],
         listeners: [None, None],
         recording: None,
         clock: None,
@@ -1044,6 +1120,170 @@ mod tests {
         recv(&a).await;
         assert!(relay.last_heard(Side::B) > started);
         assert_eq!(relay.last_heard(Side::A), after_rtp);
+        relay.stop().await;
+    }
+
+    fn leg_formats(text: &str) -> crate::media::plan::LegFormats {
+        let sdp = format!(
+            "v=0\r\no=a 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n{text}"
+        );
+        let sdp = crate::sdp::Sdp::parse(sdp.as_bytes()).unwrap();
+        crate::media::plan::LegFormats::negotiated(&sdp, &sdp)
+    }
+
+    /// Payload type, sequence number and marker of a packet.
+    fn fields(p: &[u8]) -> (u8, u16, bool) {
+        (
+            p[1] & 0x7f,
+            u16::from_be_bytes([p[2], p[3]]),
+            p[1] & 0x80 != 0,
+        )
+    }
+
+    #[tokio::test]
+    async fn a_direction_moves_between_transcoding_and_relaying_in_one_stream() {
+        let ports = allocator("32140-32159");
+        let relay = start(&ports);
+        let (a, b) = (phone().await, phone().await);
+        relay.set_remote(Side::A, Some(addr(&a)), None);
+        relay.set_remote(Side::B, Some(addr(&b)), None);
+        let pcmu = leg_formats("m=audio 4000 RTP/AVP 0\r\n");
+        let pcma = leg_formats("m=audio 4000 RTP/AVP 8\r\n");
+        relay.set_plan(Side::A, &DirectionPlan::between(&pcmu, &pcma).unwrap());
+        assert!(relay.is_transcoding(Side::A));
+        // Transcoded on the media clock: PCMA comes out.
+        let mut seqs = Vec::new();
+        for i in 0..10u16 {
+            a.send_to(&rtp(i, 160 * u32::from(i), 0xA), rtp_addr(&relay, Side::A))
+                .await
+                .unwrap();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        while seqs.len() < 5 {
+            let (p, _) = recv(&b).await;
+            assert_eq!(fields(&p).0, 8, "PCMA towards B");
+            seqs.push(fields(&p).1);
+        }
+        // Back to relaying: PCMU again, the numbering continuing.
+        relay.set_plan(Side::A, &DirectionPlan::between(&pcmu, &pcmu).unwrap());
+        assert!(!relay.is_transcoding(Side::A));
+        let last = loop {
+            a.send_to(&rtp(100, 16000, 0xA), rtp_addr(&relay, Side::A))
+                .await
+                .unwrap();
+            let (p, _) = recv(&b).await;
+            let (pt, seq, _) = fields(&p);
+            if pt == 0 {
+                break seq;
+            }
+            seqs.push(seq);
+        };
+        let previous = *seqs.last().unwrap();
+        assert!(
+            last.wrapping_sub(previous) < 20,
+            "relayed packet {last} does not follow transcoded {previous}"
+        );
+        relay.stop().await;
+    }
+
+    #[tokio::test]
+    async fn what_switchboard_says_mutes_the_other_leg_until_it_is_done() {
+        use crate::media::plan::AudioFormat;
+        use crate::media::speaker::{Item, Speaker};
+        let ports = allocator("32160-32179");
+        let relay = start(&ports);
+        let (a, b) = (phone().await, phone().await);
+        relay.set_remote(Side::A, Some(addr(&a)), None);
+        relay.set_remote(Side::B, Some(addr(&b)), None);
+        let format = AudioFormat {
+            payload_type: 0,
+            kind: crate::media::codec::CodecKind::Pcmu,
+        };
+        let speaker =
+            Speaker::new(vec![Item::Silence(Duration::from_millis(100))], format, 0x5).unwrap();
+        let (tx, done) = oneshot::channel();
+        relay.speak(Side::B, speaker, Some(tx));
+        // While it speaks, B hears only it: 5 frames of silence.
+        a.send_to(&rtp(1, 0, 0xA), rtp_addr(&relay, Side::A))
+            .await
+            .unwrap();
+        let mut spoken = 0;
+        while spoken < 5 {
+            let (p, _) = recv(&b).await;
+            assert_eq!(&p[12..], &[0xff; 160][..], "silence, not A's packet");
+            spoken += 1;
+        }
+        assert_eq!(done.await, Ok(true));
+        // Then A is heard again.
+        a.send_to(&rtp(2, 160, 0xA), rtp_addr(&relay, Side::A))
+            .await
+            .unwrap();
+        let (p, _) = recv(&b).await;
+        assert_eq!(&p[12..], &[0xd5; 160][..]);
+        relay.stop().await;
+    }
+
+    #[tokio::test]
+    async fn keys_are_reported_once_and_can_be_pressed_towards_a_leg() {
+        use crate::media::dtmf::TelephoneEvent;
+        use crate::media::listener::Listener;
+        let ports = allocator("32180-32199");
+        let (events_tx, mut events) = tokio::sync::mpsc::unbounded_channel();
+        let sink: MediaEvents = Arc::new(move |e| {
+            let _ = events_tx.send(e);
+        });
+        let relay = Relay::start(
+            ports.allocate().unwrap(),
+            Some(ports.allocate().unwrap()),
+            RelayConfig::default(),
+            Some(sink),
+        );
+        let (a, b) = (phone().await, phone().await);
+        relay.set_remote(Side::A, Some(addr(&a)), None);
+        relay.set_remote(Side::B, Some(addr(&b)), None);
+        let te = leg_formats("m=audio 4000 RTP/AVP 0 101\r\na=rtpmap:101 telephone-event/8000\r\n");
+        relay.listen(Side::A, Listener::new(&te, false).unwrap());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        for (i, end) in [false, false, true, true, true].into_iter().enumerate() {
+            let event = TelephoneEvent {
+                event: 9,
+                end,
+                volume: 10,
+                duration: 160 * (i as u16 + 1),
+            };
+            let mut p = rtp(i as u16, 8000, 0xA);
+            p[1] = 101;
+            p.truncate(12);
+            p.extend_from_slice(&event.write());
+            a.send_to(&p, rtp_addr(&relay, Side::A)).await.unwrap();
+        }
+        let first = events.recv().await.unwrap();
+        assert_eq!(
+            first,
+            MediaEvent {
+                side: Side::A,
+                digit: '9'
+            }
+        );
+        // Pressed towards B (a key that came by INFO): start, updates, three ends.
+        let format = te.events.unwrap();
+        relay.press(Side::B, '4', Duration::from_millis(100), format);
+        let mut ends = 0;
+        let mut first_packet = true;
+        while ends < 3 {
+            let (p, _) = recv(&b).await;
+            if p[1] & 0x7f != 101 {
+                continue; // A's event packets relayed before the press
+            }
+            let event = TelephoneEvent::parse(&p[12..]).unwrap();
+            if event.event != 4 {
+                continue;
+            }
+            assert_eq!(p[1] & 0x80 != 0, first_packet, "marker on the first only");
+            first_packet = false;
+            ends += usize::from(event.end);
+        }
+        assert!(events.try_recv().is_err(), "the key counted once");
         relay.stop().await;
     }
 
