@@ -74,6 +74,10 @@ impl CallControl for NoopCall {
     async fn record_call(&mut self, _: std::path::PathBuf) -> Result<(), CallError> {
         Err(CallError::Failed("no media in this bench".into()))
     }
+
+    async fn set_music(&mut self, _: Option<String>) -> Result<(), CallError> {
+        Ok(())
+    }
 }
 
 /// An INVITE from a desk phone as the B2BUA would describe it.

@@ -5,6 +5,7 @@ use super::control::Op;
 use super::timers::MediaActivity;
 use crate::dialplan::call::{DialRequest, DialResult, DialStatus, DialTarget};
 use crate::media::plan::{DirectionPlan, LegFormats};
+use crate::media::prompts::Clip;
 use crate::media::{Relay, RtpPortPair, Side};
 use crate::sdp::{Codec, OriginState, Sdp};
 use crate::sip::dialog::{Dialog, Forks, SessionTimer};
@@ -12,6 +13,7 @@ use crate::sip::transaction::{Peer, TxKey};
 use crate::sip::{Request, Response, SipStr};
 use crate::store::{Disposition, HangupBy};
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 use tokio::sync::oneshot;
 
@@ -135,7 +137,7 @@ pub struct Media {
     /// The formats each leg is listened to with, and whether in-band keys are.
     pub heard: [Option<(LegFormats, bool)>; 2],
     /// Hold music is playing to the leg (its peer holds it).
-    pub music: [bool; 2],
+    pub music_on: [bool; 2],
 }
 
 /// An in-dialog request relayed from one leg to the other, waiting for its answer.
@@ -183,6 +185,9 @@ pub struct Call {
     pub digits: tokio::sync::mpsc::Sender<char>,
     /// Keys pressed on either phone, for the call record.
     pub pressed: String,
+    /// What a held party hears (`[media] moh_dir`'s default class unless the script
+    /// chose another, or none).
+    pub hold_music: Option<Arc<Clip>>,
 }
 
 impl Call {
@@ -288,7 +293,8 @@ pub fn refuse(op: Op) {
         | Op::Reject(_, _, tx)
         | Op::Redirect(_, tx)
         | Op::Hangup(tx)
-        | Op::RecordCall(_, tx) => {
+        | Op::RecordCall(_, tx)
+        | Op::Music(_, tx) => {
             let _ = tx.send(Err(CallError::Ended));
         }
         // Dropping the reply channel tells the script the call is over.

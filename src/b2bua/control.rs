@@ -6,7 +6,7 @@ use crate::dialplan::call::{
     CallControl, CallError, CallInfo, DialRequest, DialResult, DialStatus, DigitsRequest,
     PlayRequest, PlayResult, RecordRequest, RecordResult, RecordStop, Sound,
 };
-use crate::media::prompts::Prompts;
+use crate::media::prompts::{Clip, Prompts};
 use crate::media::recorder::Recorder;
 use crate::media::recording::{Limits, Outcome, Stopped};
 use crate::media::speaker::Item;
@@ -37,6 +37,8 @@ pub enum Op {
     StopRecording,
     /// Record both parties until the call ends.
     RecordCall(Recorder, oneshot::Sender<Result<(), CallError>>),
+    /// The music a held party of this call hears (`None`: silence).
+    Music(Option<Arc<Clip>>, oneshot::Sender<Result<(), CallError>>),
     /// A key pressed on a leg's phone (from the media task, or a SIP INFO).
     Digit(Side, char),
     /// `route()` returned (or failed, with the message to log): whatever the script
@@ -263,6 +265,21 @@ impl CallControl for CallHandle {
             duration: outcome.duration,
             reason,
         })
+    }
+
+    async fn set_music(&mut self, class: Option<String>) -> Result<(), CallError> {
+        let music = match class {
+            Some(class) => {
+                let prompts = self.prompts.clone();
+                let load = move || prompts.music(&class);
+                let music = tokio::task::spawn_blocking(load)
+                    .await
+                    .map_err(|e| CallError::Failed(e.to_string()))?;
+                Some(music.map_err(|e| CallError::Failed(format!("call:music: {e}")))?)
+            }
+            None => None,
+        };
+        self.simple(|tx| Op::Music(music, tx)).await
     }
 
     async fn record_call(&mut self, file: PathBuf) -> Result<(), CallError> {

@@ -164,7 +164,7 @@ impl B2bua {
                 &b.codecs,
             ),
         };
-        let music = self.ctx.music.is_some();
+        let music = call.hold_music.is_some();
         let across = offer.as_ref().map(|sdp| {
             let mut across = crate::sdp::offer_across(sdp, codecs)?;
             if music {

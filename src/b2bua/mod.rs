@@ -165,6 +165,8 @@ pub struct CallSummary {
     pub a_leg: LegSummary,
     pub b_leg: Option<LegSummary>,
     pub ringing: Vec<String>,
+    /// Keys pressed on either phone so far.
+    pub keys: String,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -396,7 +398,7 @@ impl B2bua {
                     b_sdp: None,
                     plans: [None, None],
                     heard: [None, None],
-                    music: [false, false],
+                    music_on: [false, false],
                 },
                 relayed: Vec::new(),
                 started: SystemTime::now(),
@@ -411,6 +413,7 @@ impl B2bua {
                 late_offer: None,
                 digits: digits_tx,
                 pressed: String::new(),
+                hold_music: self.ctx.music.clone(),
             },
         );
         (self.ctx.route)(CallHandle {
@@ -705,6 +708,10 @@ impl B2bua {
                 let _ = reply.send(result);
             }
             Op::Digit(side, digit) => self.on_key(txl, id, side, digit, false),
+            Op::Music(music, reply) => {
+                call.hold_music = music;
+                let _ = reply.send(Ok(()));
+            }
             Op::RouteDone(outcome) => {
                 call.route_done = true;
                 let status = match &outcome {
@@ -1079,6 +1086,7 @@ impl B2bua {
                         .filter(|b| b.done.is_none())
                         .map(|b| b.target.to_string())
                         .collect(),
+                    keys: c.pressed.clone(),
                 }
             })
             .collect()
@@ -1131,8 +1139,7 @@ impl B2bua {
             relay.set_remote(side, rtp, rtcp);
             let direction = sdp.direction(0).unwrap_or(Direction::SendRecv);
             plan_paths(call);
-            let music = self.ctx.music.clone();
-            hold_music(call, music);
+            hold_music(call);
             self.note_media_direction(id, side, direction);
         }
     }
@@ -1192,8 +1199,8 @@ fn call_media(call: &Call) -> CallMedia {
 
 /// A party whose phone put the other on hold hears hold music from switchboard until
 /// resumed: a leg whose latest description does not receive means its peer is held.
-fn hold_music(call: &mut Call, music: Option<Arc<Clip>>) {
-    let (Some(relay), Some(music)) = (call.media.relay.as_ref(), music) else {
+fn hold_music(call: &mut Call) {
+    let (Some(relay), Some(music)) = (call.media.relay.as_ref(), call.hold_music.clone()) else {
         return;
     };
     if !relay.has(Side::B) {
@@ -1209,7 +1216,7 @@ fn hold_music(call: &mut Call, music: Option<Arc<Clip>>) {
         !receives(call.media.b_sdp.as_ref()),
     ];
     for (holder, held) in [(0, Side::B), (1, Side::A)] {
-        let playing = call.media.music[side_index(held)];
+        let playing = call.media.music_on[side_index(held)];
         match (holding[holder], playing) {
             (true, false) => {
                 let Some(format) = legs[side_index(held)].send() else {
@@ -1217,12 +1224,12 @@ fn hold_music(call: &mut Call, music: Option<Arc<Clip>>) {
                 };
                 if let Ok(speaker) = Speaker::looping(music.clone(), format, rand::random()) {
                     relay.speak(held, speaker, None);
-                    call.media.music[side_index(held)] = true;
+                    call.media.music_on[side_index(held)] = true;
                 }
             }
             (false, true) => {
                 relay.stop_speaking(held);
-                call.media.music[side_index(held)] = false;
+                call.media.music_on[side_index(held)] = false;
             }
             _ => {}
         }

@@ -94,6 +94,8 @@ pub(crate) enum Op {
     Record(RecordRequest),
     /// The checked path relative to the recordings folder.
     RecordCall(PathBuf),
+    /// A hold music class, or none (silence).
+    Music(Option<String>),
 }
 
 /// Reads an operation from what the prelude yielded: its name, then its arguments.
@@ -159,6 +161,28 @@ pub(crate) fn parse_op(lua: &Lua, values: MultiValue) -> Result<Op, String> {
         "read_digits" => parse_read_digits(lua, arg()).map(Op::ReadDigits),
         "record" => parse_record(lua, arg()).map(Op::Record),
         "record_call" => parse_record_call(lua, arg()).map(Op::RecordCall),
+        "music" => match arg() {
+            Value::String(s) => {
+                let class = s.to_string_lossy();
+                let plain = !class.is_empty()
+                    && class
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+                    && !class.starts_with('.');
+                if plain {
+                    Ok(Op::Music(Some(class)))
+                } else {
+                    Err(format!(
+                        "call:music(class): {class:?} is not a music class (a folder name under moh_dir)"
+                    ))
+                }
+            }
+            Value::Boolean(false) => Ok(Op::Music(None)),
+            other => Err(format!(
+                "call:music(class | false): expected a class name or false, got {}",
+                describe(&other)
+            )),
+        },
         other => Err(format!("internal: unknown call operation {other:?}")),
     }
 }
@@ -1175,6 +1199,11 @@ mod tests {
         };
         assert_eq!(r.silence, None);
         assert_eq!(
+            op(&lua, "return 'music', 'jazz'"),
+            Ok(Op::Music(Some("jazz".into())))
+        );
+        assert_eq!(op(&lua, "return 'music', false"), Ok(Op::Music(None)));
+        assert_eq!(
             op(&lua, "return 'record_call', { file = 'calls/+4930-1.wav' }"),
             Ok(Op::RecordCall("calls/+4930-1.wav".into()))
         );
@@ -1263,6 +1292,8 @@ mod tests {
                 "unknown option \"maxsecs\"",
             ),
             ("return 'record_call'", "expected a table"),
+            ("return 'music', '../jazz'", "is not a music class"),
+            ("return 'music', true", "expected a class name or false"),
             ("return 'record_call', { file = 'x' }", "ending in .wav"),
             (
                 "return 'record_call', { path = 'x.wav' }",

@@ -363,6 +363,13 @@ pub trait CallControl: Send {
         request: RecordRequest,
     ) -> impl Future<Output = Result<RecordResult, CallError>> + Send;
 
+    /// What a party of this call hears while the other holds it: the hold music of
+    /// `class` (a folder under `[media] moh_dir`), or silence with `None`.
+    fn set_music(
+        &mut self,
+        class: Option<String>,
+    ) -> impl Future<Output = Result<(), CallError>> + Send;
+
     /// Records both parties of the call from now until it ends, to a stereo WAV
     /// (caller left, callee right). Resolves once the recording has started.
     fn record_call(

@@ -204,6 +204,12 @@ impl Run {
                     Err(e) => self.ended(e),
                 }
             }
+            // Not answered for either: it applies to the dial that follows.
+            Op::Music(class) => {
+                let result = call.set_music(class).await;
+                let next = self.phase;
+                self.outcome(lua, result, next)
+            }
             // Not answered for: recording a call is armed before the dial that bridges it.
             Op::RecordCall(file) => {
                 let Some(dir) = &self.recordings else {

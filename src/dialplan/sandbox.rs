@@ -355,7 +355,7 @@ end
 local methods, current_call = {}, nil
 for _, name in next, {
   "dial", "answer", "reject", "redirect", "hangup", "play", "say_digits", "say_number",
-  "tone", "read_digits", "record", "record_call",
+  "tone", "read_digits", "record", "record_call", "music",
 } do
   methods[name] = function(self, ...)
     if not rawequal(self, current_call) then

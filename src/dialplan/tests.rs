@@ -180,6 +180,12 @@ impl CallControl for Recorder {
         self.ops.push(format!("record_call {}", file.display()));
         Ok(())
     }
+
+    async fn set_music(&mut self, class: Option<String>) -> Result<(), CallError> {
+        self.ops
+            .push(format!("music {}", class.as_deref().unwrap_or("off")));
+        Ok(())
+    }
 }
 
 /// Sounds as `vm-intro,tone:busy:3s,silence:1.5s`.

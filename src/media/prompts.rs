@@ -83,20 +83,38 @@ impl fmt::Display for PromptError {
 
 impl std::error::Error for PromptError {}
 
-/// The prompt library of a server: where prompts are, and the ones read so far.
+/// The prompt library of a server: where prompts and hold music are, and the ones
+/// read so far (one copy each, however many calls play them).
 pub struct Prompts {
     dir: PathBuf,
     language: String,
+    moh_dir: PathBuf,
     cache: Mutex<HashMap<PathBuf, Arc<Clip>>>,
 }
 
 impl Prompts {
-    pub fn new(dir: PathBuf, language: String) -> Prompts {
+    pub fn new(dir: PathBuf, language: String, moh_dir: PathBuf) -> Prompts {
         Prompts {
             dir,
             language,
+            moh_dir,
             cache: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The hold music of `class` (read once). Blocks on the file system.
+    pub fn music(&self, class: &str) -> Result<Arc<Clip>, PromptError> {
+        let plain = !class.is_empty() && Path::new(class).components().count() == 1;
+        if !plain || class.starts_with('.') {
+            return Err(PromptError::BadName(class.to_string()));
+        }
+        let key = self.moh_dir.join(class);
+        if let Some(music) = self.lock().get(&key) {
+            return Ok(music.clone());
+        }
+        let music = load_music(&self.moh_dir, class)?;
+        self.lock().insert(key, music.clone());
+        Ok(music)
     }
 
     /// Where prompt `name` lives: `<dir>/<language>/<name>.wav`, or `<dir>/<name>` when
@@ -220,7 +238,7 @@ mod tests {
 
     #[test]
     fn names_stay_inside_the_sounds_folder() {
-        let prompts = Prompts::new(PathBuf::from("/s"), "en".into());
+        let prompts = Prompts::new(PathBuf::from("/s"), "en".into(), PathBuf::from("/m"));
         assert_eq!(
             prompts.path_of("digits/5").unwrap(),
             PathBuf::from("/s/en/digits/5.wav")
@@ -240,7 +258,7 @@ mod tests {
     #[test]
     fn the_shipped_prompts_load_and_are_cached() {
         let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("sounds");
-        let prompts = Prompts::new(dir.clone(), "en".into());
+        let prompts = Prompts::new(dir.clone(), "en".into(), dir.join("moh"));
         let beep = prompts.load("beep").unwrap();
         assert_eq!(beep.rate, 8000);
         assert!(beep.duration() > std::time::Duration::from_millis(100));
@@ -249,7 +267,13 @@ mod tests {
             prompts.load("no-such-prompt"),
             Err(PromptError::NotFound(_))
         ));
-        let music = load_music(&dir.join("moh"), "default").unwrap();
+        let music = prompts.music("default").unwrap();
         assert!(music.duration() > std::time::Duration::from_secs(30));
+        assert!(Arc::ptr_eq(&music, &prompts.music("default").unwrap()));
+        assert!(matches!(
+            prompts.music("../en"),
+            Err(PromptError::BadName(_))
+        ));
+        assert!(prompts.music("jazz").is_err());
     }
 }

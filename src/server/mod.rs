@@ -113,6 +113,11 @@ pub async fn run(
         user_agent: config.sip.user_agent.clone(),
         registrar: registrar.clone(),
     });
+    let prompts = Arc::new(crate::media::prompts::Prompts::new(
+        config.media.sounds_dir.clone(),
+        config.media.language.clone(),
+        config.media.moh_dir.clone(),
+    ));
     let b2bua_ctx = Arc::new(B2buaContext {
         registrar: registrar.clone(),
         ports: ports.clone(),
@@ -126,11 +131,8 @@ pub async fn run(
         media_timeout: config.media.timeout,
         timer_policy: TimerPolicy::new(config.sip.session_expires_secs, config.sip.min_se_secs),
         codecs: crate::b2bua::CodecPolicy::new(&config.media.codecs, &config.extensions),
-        prompts: Arc::new(crate::media::prompts::Prompts::new(
-            config.media.sounds_dir.clone(),
-            config.media.language.clone(),
-        )),
-        music: match crate::media::prompts::load_music(&config.media.moh_dir, "default") {
+        prompts: prompts.clone(),
+        music: match prompts.music("default") {
             Ok(music) => Some(music),
             Err(e) => {
                 tracing::warn!(error = %e, "no hold music: parties on hold hear silence");

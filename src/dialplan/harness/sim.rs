@@ -457,4 +457,9 @@ impl CallControl for SimCall<'_> {
         self.recorded.push(recording_name(&file));
         Ok(())
     }
+
+    /// Nobody holds a simulated call: the choice changes nothing here.
+    async fn set_music(&mut self, _: Option<String>) -> Result<(), CallError> {
+        Ok(())
+    }
 }
