@@ -24,6 +24,8 @@ fn config() -> Config {
     Config::parse(
         &format!(
             r#"
+[sip]
+auth_algorithms = ["SHA-256", "MD5"]
 [extensions.1001]
 password = "pw1001"
 [extensions.1002]

@@ -256,6 +256,18 @@ const MODULES: &str = "/usr/lib/baresip/modules";
 impl Lab {
     /// Extensions 1000 and 1001 (passwords `interop-<ext>`, MD5) plus `config`.
     pub fn start(config: &str) -> Lab {
+        Self::start_with_algorithms(config, "auth_algorithms = [\"MD5\"]\n")
+    }
+
+    /// Like [`Lab::start`], but the extensions set no `auth_algorithms`: they are
+    /// challenged with `[sip] auth_algorithms`, the default one (`config` cannot set
+    /// `[sip]` keys).
+    pub fn start_with_default_algorithms(config: &str) -> Lab {
+        Self::start_with_algorithms(config, "")
+    }
+
+    /// `algorithms` is the extensions' `auth_algorithms` line, or nothing.
+    fn start_with_algorithms(config: &str, algorithms: &str) -> Lab {
         require_tool("baresip", "baresip");
         require_tool("ip", "iproute2");
         let uid = Command::new("id").arg("-u").output().expect("id");
@@ -290,8 +302,8 @@ impl Lab {
             IpAddr::V4(host_a),
             &format!(
                 "[media]\npublic_address = \"{host_a}\"\n{config}\n\
-                 [extensions.1000]\npassword = \"interop-1000\"\nauth_algorithms = [\"MD5\"]\n\
-                 [extensions.1001]\npassword = \"interop-1001\"\nauth_algorithms = [\"MD5\"]\n"
+                 [extensions.1000]\npassword = \"interop-1000\"\n{algorithms}\
+                 [extensions.1001]\npassword = \"interop-1001\"\n{algorithms}"
             ),
         );
         Lab {
@@ -354,19 +366,35 @@ impl Lab {
         Phone { child, dir: home }
     }
 
-    /// Registers the callee (auto answer), has the caller dial it and talk for
-    /// `talk_secs`, and returns both phones once the caller has hung up.
-    pub fn call(&self, caller: &PhoneSpec, callee: &PhoneSpec, talk_secs: u32) -> (Phone, Phone) {
-        let callee_phone = self.phone(false, callee, &["-t", "40"], ";answermode=auto");
-        let registered = super::wait_until(Duration::from_secs(10), || {
+    /// Waits up to 10 s for a registration of `user` to show in the admin API.
+    fn registers(&self, user: &str) -> bool {
+        super::wait_until(Duration::from_secs(10), || {
             ureq::get(&format!("http://{}/api/registrations", self.server.admin))
                 .call()
                 .ok()
                 .and_then(|mut r| r.body_mut().read_to_string().ok())
-                .is_some_and(|body| body.contains(callee.user))
-        });
+                .is_some_and(|body| body.contains(user))
+        })
+    }
+
+    /// Starts `phone` on the callee side (it quits after 30 s) and returns it once it
+    /// has registered; panics with its log if it does not within 10 s.
+    pub fn registered_phone(&self, phone: &PhoneSpec) -> Phone {
+        let started = self.phone(false, phone, &["-t", "30"], "");
         assert!(
-            registered,
+            self.registers(phone.user),
+            "baresip did not register: {}",
+            started.log()
+        );
+        started
+    }
+
+    /// Registers the callee (auto answer), has the caller dial it and talk for
+    /// `talk_secs`, and returns both phones once the caller has hung up.
+    pub fn call(&self, caller: &PhoneSpec, callee: &PhoneSpec, talk_secs: u32) -> (Phone, Phone) {
+        let callee_phone = self.phone(false, callee, &["-t", "40"], ";answermode=auto");
+        assert!(
+            self.registers(callee.user),
             "the callee baresip did not register: {}",
             callee_phone.log()
         );
