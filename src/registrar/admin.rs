@@ -2,8 +2,10 @@
 //!
 //! - `GET /api/registrations` → `{"registrations": [{aor, contact, source, transport,
 //!   expires_in, q, user_agent, reachable, rtt_ms}]}`
-//! - `GET /api/bans` → `{"bans": [{address, reason, banned_at_unix, until_unix,
-//!   remaining_secs}]}`
+//! - `GET /api/bans` → `{"count", "max_bans", "evicted", "spared", "bans": [{address,
+//!   reason, banned_at_unix, until_unix, remaining_secs}]}`: `count` bans in force,
+//!   `evicted` bans dropped early to make room since start, `spared` packets that
+//!   would have banned a protected address (trusted, registered, a recent caller)
 //! - `DELETE /api/bans/{address}` → `{"unbanned": address}`, 404 if it was not banned.
 
 use super::Registrar;
@@ -55,7 +57,14 @@ async fn bans(State(registrar): State<Arc<Registrar>>) -> Json<Value> {
             until_unix: ban.until_unix,
         })
         .collect();
-    Json(json!({ "bans": bans }))
+    let stats = registrar.security().stats();
+    Json(json!({
+        "count": bans.len(),
+        "max_bans": stats.max_bans,
+        "evicted": stats.evicted,
+        "spared": stats.spared,
+        "bans": bans,
+    }))
 }
 
 async fn unban(
@@ -66,16 +75,13 @@ async fn unban(
         status: StatusCode::BAD_REQUEST,
         message: format!("{address:?} is not an IP address"),
     })?;
-    match registrar.security().unban(ip) {
-        Ok(true) => Ok(Json(json!({ "unbanned": ip }))),
-        Ok(false) => Err(ApiError {
+    if registrar.security().unban(ip) {
+        Ok(Json(json!({ "unbanned": ip })))
+    } else {
+        Err(ApiError {
             status: StatusCode::NOT_FOUND,
             message: format!("{ip} is not banned"),
-        }),
-        Err(e) => Err(ApiError {
-            status: StatusCode::INTERNAL_SERVER_ERROR,
-            message: format!("cannot lift the ban: {e}"),
-        }),
+        })
     }
 }
 
@@ -145,6 +151,10 @@ mod tests {
         );
 
         let (_, json) = body(bans(State(registrar.clone())).await.into_response()).await;
+        assert_eq!(json["count"], 1);
+        assert_eq!(json["max_bans"], 10_000);
+        assert_eq!(json["evicted"], 0);
+        assert_eq!(json["spared"], 0);
         let list = json["bans"].as_array().unwrap();
         assert_eq!(list.len(), 1);
         assert_eq!(list[0]["address"], "192.0.2.66");

@@ -4,7 +4,8 @@
 //!
 //! One `Arc<Registrar>` serves every shard of the SIP core. Its methods are synchronous
 //! and take the time as an argument; the only IO is short redb writes made inline (one
-//! fsync per changed binding). How the core uses it:
+//! fsync per changed binding). Bans are stored by a background thread. How the core
+//! uses it:
 //!
 //! ```text
 //! on every received message:  registrar.security().admit(now, source.addr.ip(), user_agent)
@@ -22,9 +23,11 @@
 //! ```
 //!
 //! Authentication failures are counted by the registrar itself; the core only drops
-//! what `admit` refuses. Unknown extensions and wrong passwords look the same from
-//! outside: both are challenged (with the default algorithms), and both credentials are
-//! answered 403 Forbidden after the same work.
+//! what `admit` refuses. The registrar tells the defence which addresses hold live
+//! bindings or just authenticated a request, so forged packets cannot get them banned.
+//! Unknown extensions and wrong passwords look the same from outside: both are
+//! challenged (with the default algorithms), and both credentials are answered 403
+//! Forbidden after the same work.
 
 mod admin;
 mod digest;
@@ -35,7 +38,7 @@ mod security;
 mod tests;
 
 pub use admin::admin_routes;
-pub use security::{Admission, Security};
+pub use security::{Admission, BanStats, Security};
 
 use crate::config::Config;
 use crate::sip::checks::stateless_tag;
@@ -173,11 +176,12 @@ impl Registrar {
         settings: RegistrarSettings,
         store: Store,
     ) -> Result<Registrar, StoreError> {
+        let security = Security::new(now, &config.security, store.clone())?;
         let now = unix_secs(now);
         store.purge_expired_bindings(now)?;
         let location = Location::load(store.all_bindings()?, now);
         let secret = nonce_secret(&store)?;
-        Ok(Registrar {
+        let registrar = Registrar {
             auth: Authenticator::new(
                 config,
                 &secret,
@@ -185,12 +189,14 @@ impl Registrar {
                 settings.tracked_nonces,
             ),
             server: config.sip.user_agent.clone(),
-            security: Security::new(&config.security, store.clone())?,
+            security,
             location: RwLock::new(location),
             writer: Mutex::new(()),
             settings,
             store,
-        })
+        };
+        registrar.protect_registered(now);
+        Ok(registrar)
     }
 
     /// The scanner and brute-force defence: [`Security::admit`] before anything else.
@@ -239,7 +245,10 @@ impl Registrar {
                 return self.response(req, 500);
             }
         };
-        if let Err(e) = self.commit(&aor, ops, now) {
+        let committed = self.commit(&aor, ops, now);
+        // Even a commit that failed part way may have changed some bindings.
+        self.protect_registered(now);
+        if let Err(e) = committed {
             tracing::error!(%aor, error = %e, "binding not stored");
             return self.response(req, 500);
         }
@@ -270,7 +279,11 @@ impl Registrar {
             .and_then(|u| String::from_utf8(u).ok());
         match self.authenticate(now, req, source, user.as_deref(), Authority::Proxy) {
             Ok(()) => match user {
-                Some(extension) => AuthVerdict::Authenticated { extension },
+                Some(extension) => {
+                    // Most likely a call starting: keep forged packets from banning it.
+                    self.security.vouch_for_caller(now, source.addr.ip());
+                    AuthVerdict::Authenticated { extension }
+                }
                 None => AuthVerdict::Reply(self.response(req, 403)),
             },
             Err(resp) => AuthVerdict::Reply(resp),
@@ -287,14 +300,28 @@ impl Registrar {
         read(&self.location).registrations(unix_secs(now))
     }
 
-    /// Removes expired bindings and bans, from memory and the store; returns how many
-    /// bindings went. Expired bindings are already invisible before this runs.
+    /// Removes expired bindings (from memory and the store) and bans (the ban writer
+    /// updates the store); returns how many bindings went. Expired bindings are already
+    /// invisible before this runs.
     pub fn purge(&self, now: SystemTime) -> Result<usize, StoreError> {
-        self.security.purge(now)?;
+        self.security.purge(now);
         let now = unix_secs(now);
         let _writer = lock(&self.writer);
         self.store.purge_expired_bindings(now)?;
-        Ok(write(&self.location).purge(now))
+        let purged = write(&self.location).purge(now);
+        self.protect_registered(now);
+        Ok(purged)
+    }
+
+    /// Tells the defence where the live bindings come from, so that no forged packet
+    /// can get a registered phone's address banned. Called with `writer` held (or
+    /// before the registrar is shared), after every change to the bindings.
+    fn protect_registered(&self, now: u64) {
+        let live = read(&self.location).registrations(now);
+        self.security.set_registered(
+            live.iter()
+                .map(|r| (r.source.ip(), now.saturating_add(r.expires_in))),
+        );
     }
 
     /// The OPTIONS keep-alives due now, one per UDP contact every qualify interval.
@@ -366,7 +393,10 @@ impl Registrar {
             }
             Check::Failed(why) => {
                 tracing::info!(source = %source.addr, user, reason = ?why, method = %req.method, "authentication failed");
-                self.security.record_auth_failure(now, source.addr.ip());
+                // A connection's source address cannot be forged; a datagram's can.
+                let connected = source.transport.is_reliable();
+                self.security
+                    .record_auth_failure(now, source.addr.ip(), connected);
                 Err(self.response(req, 403))
             }
             Check::Malformed(e) => {

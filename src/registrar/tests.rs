@@ -832,3 +832,94 @@ fn malformed_credentials_are_a_bad_request() {
     );
     assert_eq!(resp.status, 401);
 }
+
+#[test]
+fn forged_packets_cannot_ban_a_registered_phone_or_a_caller() {
+    let tmp = TempDir::new().unwrap();
+    let reg = open(&tmp, NOW);
+    let phone = udp(PHONE);
+    let phone_ip = phone.addr.ip();
+    let ok = login(
+        &reg,
+        NOW,
+        phone,
+        ("1001", "pw1001"),
+        DigestAlgorithm::Md5,
+        ("p", 1),
+        &[CONTACT],
+    );
+    assert_eq!(ok.status, 200);
+    // A scanner User-Agent and wrong passwords from the phone's address, as a forger
+    // would send them: dropped and refused, but nothing is banned.
+    let sec = reg.security();
+    assert_eq!(
+        sec.admit(at(NOW), phone_ip, Some("friendly-scanner")),
+        Admission::Drop
+    );
+    for i in 0..5 {
+        let wrong = login(
+            &reg,
+            NOW,
+            phone,
+            ("1001", "guess"),
+            DigestAlgorithm::Md5,
+            ("w", 10 * i + 1),
+            &[CONTACT],
+        );
+        assert_eq!(wrong.status, 403);
+    }
+    assert!(sec.bans(at(NOW)).is_empty());
+    assert_eq!(
+        sec.admit(at(NOW), phone_ip, Some("Yealink")),
+        Admission::Allow
+    );
+
+    // A caller that authenticated an INVITE is spared too, without a registration.
+    let caller = udp("127.0.0.3:5060");
+    let AuthVerdict::Reply(resp) = reg.authenticate_request(at(NOW), &invite("1002", &[]), caller)
+    else {
+        panic!("an INVITE without credentials passed");
+    };
+    let ch = challenge_for(&resp, Known::ProxyAuthenticate, DigestAlgorithm::Md5);
+    let auth = authorization(&ch, "1002", "pw1002", "INVITE", 1);
+    assert!(matches!(
+        reg.authenticate_request(at(NOW), &invite("1002", &[&auth]), caller),
+        AuthVerdict::Authenticated { .. }
+    ));
+    sec.admit(at(NOW), caller.addr.ip(), Some("sipvicious"));
+    assert!(sec.bans(at(NOW)).is_empty());
+
+    // Once the phone has unregistered, its address is an address like any other.
+    let gone = login(
+        &reg,
+        NOW,
+        phone,
+        ("1001", "pw1001"),
+        DigestAlgorithm::Md5,
+        ("p", 100),
+        &["Contact: *", "Expires: 0"],
+    );
+    assert_eq!(gone.status, 200);
+    sec.admit(at(NOW), phone_ip, Some("friendly-scanner"));
+    let banned: Vec<_> = sec.bans(at(NOW)).into_iter().map(|(ip, _)| ip).collect();
+    assert_eq!(banned, vec![phone_ip]);
+    // Registrations are protected again after a restart.
+    drop(reg);
+    let reg = open(&tmp, NOW);
+    assert!(reg.security().unban(phone_ip));
+    let ok = login(
+        &reg,
+        NOW,
+        phone,
+        ("1001", "pw1001"),
+        DigestAlgorithm::Md5,
+        ("p", 200),
+        &[CONTACT],
+    );
+    assert_eq!(ok.status, 200);
+    drop(reg);
+    let reg = open(&tmp, NOW + 1);
+    reg.security()
+        .admit(at(NOW + 1), phone_ip, Some("friendly-scanner"));
+    assert!(reg.security().bans(at(NOW + 1)).is_empty());
+}

@@ -23,22 +23,27 @@ fn key(ip: IpAddr) -> String {
 }
 
 impl Store {
-    /// Bans `ip`, replacing an existing ban of it.
-    pub fn put_ban(&self, ip: IpAddr, ban: &Ban) -> StoreResult<()> {
-        let json = encode(NAME, ban)?;
+    /// Writes bans and lifts others in one transaction (one fsync), so the ban writer
+    /// can persist a burst of bans at the cost of one. `put` replaces a ban of the same
+    /// address; lifting an address that has no ban is not an error.
+    pub fn update_bans(&self, put: &[(IpAddr, Ban)], lift: &[IpAddr]) -> StoreResult<()> {
+        let put = put
+            .iter()
+            .map(|(ip, ban)| Ok((key(*ip), encode(NAME, ban)?)))
+            .collect::<StoreResult<Vec<_>>>()?;
         self.write(|txn| {
-            txn.open_table(TABLE)?
-                .insert(key(ip).as_str(), json.as_str())?;
+            let mut table = txn.open_table(TABLE)?;
+            for (ip, json) in &put {
+                table.insert(ip.as_str(), json.as_str())?;
+            }
+            for ip in lift {
+                table.remove(key(*ip).as_str())?;
+            }
             Ok(())
         })
     }
 
-    /// Lifts the ban on `ip`; `false` if there was none.
-    pub fn remove_ban(&self, ip: IpAddr) -> StoreResult<bool> {
-        self.write(|txn| Ok(txn.open_table(TABLE)?.remove(key(ip).as_str())?.is_some()))
-    }
-
-    /// Every ban, expired ones included until purged, ordered by the address's text.
+    /// Every ban, expired ones included until lifted, ordered by the address's text.
     pub fn bans(&self) -> StoreResult<Vec<(IpAddr, Ban)>> {
         self.read(|txn| {
             let table = txn.open_table(TABLE)?;
@@ -52,20 +57,6 @@ impl Store {
                 out.push((ip, decode(NAME, ban.value())?));
             }
             Ok(out)
-        })
-    }
-
-    /// Removes bans with `until_unix <= now_unix`; returns how many.
-    pub fn purge_expired_bans(&self, now_unix: u64) -> StoreResult<usize> {
-        self.write(|txn| {
-            let mut removed = 0;
-            txn.open_table(TABLE)?.retain(|_, json| {
-                let expired =
-                    serde_json::from_str::<Ban>(json).is_ok_and(|b| b.until_unix <= now_unix);
-                removed += usize::from(expired);
-                !expired
-            })?;
-            Ok(removed)
         })
     }
 }
@@ -90,35 +81,26 @@ mod tests {
         let v6: IpAddr = "2001:db8::1".parse().unwrap();
         {
             let store = Store::open(tmp.path()).unwrap();
-            store.put_ban(v4, &ban(1000)).unwrap();
-            store.put_ban(v6, &ban(2000)).unwrap();
-            // The v4-mapped form of a banned address replaces, not adds.
             store
-                .put_ban("::ffff:192.0.2.1".parse().unwrap(), &ban(3000))
+                .update_bans(&[(v4, ban(1000)), (v6, ban(2000))], &[])
                 .unwrap();
+            // The v4-mapped form of a banned address replaces, not adds.
+            let mapped = "::ffff:192.0.2.1".parse().unwrap();
+            store.update_bans(&[(mapped, ban(3000))], &[]).unwrap();
         }
         let store = Store::open(tmp.path()).unwrap();
         assert_eq!(
             store.bans().unwrap(),
             vec![(v4, ban(3000)), (v6, ban(2000))]
         );
-        assert!(store.remove_ban(v4).unwrap());
-        assert!(!store.remove_ban(v4).unwrap());
-        assert_eq!(store.bans().unwrap(), vec![(v6, ban(2000))]);
-    }
-
-    #[test]
-    fn purge_removes_only_expired_bans() {
-        let tmp = TempDir::new().unwrap();
-        let store = Store::open(tmp.path()).unwrap();
-        let ips: Vec<IpAddr> = ["192.0.2.1", "192.0.2.2", "192.0.2.3"]
-            .iter()
-            .map(|s| s.parse().unwrap())
-            .collect();
-        store.put_ban(ips[0], &ban(500)).unwrap();
-        store.put_ban(ips[1], &ban(600)).unwrap();
-        store.put_ban(ips[2], &ban(601)).unwrap();
-        assert_eq!(store.purge_expired_bans(600).unwrap(), 2);
-        assert_eq!(store.bans().unwrap(), vec![(ips[2], ban(601))]);
+        // Lifting in the same transaction as a put; an unknown address is no error.
+        let other: IpAddr = "192.0.2.2".parse().unwrap();
+        store
+            .update_bans(&[(other, ban(4000))], &[v4, "192.0.2.99".parse().unwrap()])
+            .unwrap();
+        assert_eq!(
+            store.bans().unwrap(),
+            vec![(other, ban(4000)), (v6, ban(2000))]
+        );
     }
 }
