@@ -4,8 +4,8 @@
 use super::control::Op;
 use super::timers::MediaActivity;
 use crate::dialplan::call::{DialRequest, DialResult, DialStatus, DialTarget};
+use crate::media::music::Music;
 use crate::media::plan::{DirectionPlan, LegFormats};
-use crate::media::prompts::Clip;
 use crate::media::{Relay, RtpPortPair, Side};
 use crate::sdp::{Codec, OriginState, Sdp};
 use crate::sip::dialog::{Dialog, Forks, SessionTimer};
@@ -187,7 +187,7 @@ pub struct Call {
     pub pressed: String,
     /// What a held party hears (`[media] moh_dir`'s default class unless the script
     /// chose another, or none).
-    pub hold_music: Option<Arc<Clip>>,
+    pub hold_music: Option<Arc<Music>>,
 }
 
 impl Call {

@@ -6,7 +6,8 @@ use crate::dialplan::call::{
     CallControl, CallError, CallInfo, DialRequest, DialResult, DialStatus, DigitsRequest,
     PlayRequest, PlayResult, RecordRequest, RecordResult, RecordStop, Sound,
 };
-use crate::media::prompts::{Clip, Prompts};
+use crate::media::music::Music;
+use crate::media::prompts::Prompts;
 use crate::media::recorder::Recorder;
 use crate::media::recording::{Limits, Outcome, Stopped};
 use crate::media::speaker::Item;
@@ -38,7 +39,7 @@ pub enum Op {
     /// Record both parties until the call ends.
     RecordCall(Recorder, oneshot::Sender<Result<(), CallError>>),
     /// The music a held party of this call hears (`None`: silence).
-    Music(Option<Arc<Clip>>, oneshot::Sender<Result<(), CallError>>),
+    Music(Option<Arc<Music>>, oneshot::Sender<Result<(), CallError>>),
     /// A key pressed on a leg's phone (from the media task, or a SIP INFO).
     Digit(Side, char),
     /// `route()` returned (or failed, with the message to log): whatever the script
@@ -271,7 +272,12 @@ impl CallControl for CallHandle {
         let music = match class {
             Some(class) => {
                 let prompts = self.prompts.clone();
-                let load = move || prompts.music(&class);
+                let load = move || {
+                    let music = prompts.music(&class)?;
+                    // Encoded now, while the script waits, not in the media task.
+                    music.prepare();
+                    Ok::<_, crate::media::prompts::PromptError>(music)
+                };
                 let music = tokio::task::spawn_blocking(load)
                     .await
                     .map_err(|e| CallError::Failed(e.to_string()))?;

@@ -24,8 +24,9 @@ use crate::dialplan::call::CallError;
 use crate::dialplan::call::{CallInfo, DialResult, DialStatus, Party};
 use crate::media::codec::CodecKind;
 use crate::media::listener::Listener;
+use crate::media::music::{Music, MusicPlayer};
 use crate::media::plan::{DirectionPlan, LegFormats};
-use crate::media::prompts::{Clip, Prompts};
+use crate::media::prompts::Prompts;
 use crate::media::recording::Recording;
 use crate::media::speaker::Speaker;
 use crate::media::{MediaEvent, MediaEvents};
@@ -72,7 +73,7 @@ pub struct B2buaContext {
     pub prompts: Arc<Prompts>,
     /// `[media] moh_dir`'s default class, played to a party on hold; `None` when it
     /// could not be read (the party then hears silence, as before).
-    pub music: Option<Arc<Clip>>,
+    pub music: Option<Arc<Music>>,
 }
 
 /// Which codecs each leg is offered and may answer with: `[media] codecs`, or an
@@ -1222,10 +1223,19 @@ fn hold_music(call: &mut Call) {
                 let Some(format) = legs[side_index(held)].send() else {
                     continue;
                 };
-                if let Ok(speaker) = Speaker::looping(music.clone(), format, rand::random()) {
+                // The frames encoded once for every held call of this codec; until
+                // they are ready, this call encodes its own.
+                if let Some(frames) = music.encoded(format.kind) {
+                    let player = MusicPlayer::new(frames, format.payload_type, rand::random());
+                    relay.speak(held, player, None);
+                } else if let Ok(speaker) =
+                    Speaker::looping(music.clip.clone(), format, rand::random())
+                {
                     relay.speak(held, speaker, None);
-                    call.media.music_on[side_index(held)] = true;
+                } else {
+                    continue;
                 }
+                call.media.music_on[side_index(held)] = true;
             }
             (false, true) => {
                 relay.stop_speaking(held);

@@ -8,6 +8,7 @@ pub mod inband;
 pub mod jitter;
 pub mod latch;
 pub mod listener;
+pub mod music;
 pub mod plan;
 pub mod ports;
 pub mod prompts;

@@ -6,6 +6,7 @@
 //! shipped set. Reading files blocks: callers load from a blocking task, never from the
 //! media or SIP tasks.
 
+use super::music::Music;
 use super::wav::{self, Wav};
 use std::collections::HashMap;
 use std::fmt;
@@ -90,6 +91,7 @@ pub struct Prompts {
     language: String,
     moh_dir: PathBuf,
     cache: Mutex<HashMap<PathBuf, Arc<Clip>>>,
+    music: Mutex<HashMap<String, Arc<Music>>>,
 }
 
 impl Prompts {
@@ -99,21 +101,23 @@ impl Prompts {
             language,
             moh_dir,
             cache: Mutex::new(HashMap::new()),
+            music: Mutex::new(HashMap::new()),
         }
     }
 
-    /// The hold music of `class` (read once). Blocks on the file system.
-    pub fn music(&self, class: &str) -> Result<Arc<Clip>, PromptError> {
+    /// The hold music of `class` (read once; [`Music::prepare`] encodes it). Blocks on
+    /// the file system.
+    pub fn music(&self, class: &str) -> Result<Arc<Music>, PromptError> {
         let plain = !class.is_empty() && Path::new(class).components().count() == 1;
         if !plain || class.starts_with('.') {
             return Err(PromptError::BadName(class.to_string()));
         }
-        let key = self.moh_dir.join(class);
-        if let Some(music) = self.lock().get(&key) {
+        let cache = || self.music.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(music) = cache().get(class) {
             return Ok(music.clone());
         }
-        let music = load_music(&self.moh_dir, class)?;
-        self.lock().insert(key, music.clone());
+        let music = Music::new(load_music(&self.moh_dir, class)?);
+        cache().insert(class.to_string(), music.clone());
         Ok(music)
     }
 
@@ -268,7 +272,7 @@ mod tests {
             Err(PromptError::NotFound(_))
         ));
         let music = prompts.music("default").unwrap();
-        assert!(music.duration() > std::time::Duration::from_secs(30));
+        assert!(music.clip.duration() > std::time::Duration::from_secs(30));
         assert!(Arc::ptr_eq(&music, &prompts.music("default").unwrap()));
         assert!(matches!(
             prompts.music("../en"),

@@ -23,7 +23,7 @@ use super::plan::{DirectionPlan, EventFormat, PayloadMap};
 use super::ports::RtpPortPair;
 use super::recording::{Outcome, Recording, Stopped};
 use super::rtp::{ReceiveStats, StreamRewriter};
-use super::speaker::Speaker;
+use super::speaker::Voice;
 use super::transcode::{FRAME, Transcoder};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -103,7 +103,7 @@ enum Command {
     /// true when it played to the end, false when it was stopped.
     Speak {
         to: Side,
-        speaker: Option<Box<Speaker>>,
+        speaker: Option<Box<dyn Voice>>,
         done: Option<oneshot::Sender<bool>>,
     },
     Listen {
@@ -386,7 +386,12 @@ impl Relay {
 
     /// Plays `speaker` to leg `to` instead of what the other leg says, replacing what
     /// played before (whose `done` then hears false). `done` hears true at the end.
-    pub fn speak(&self, to: Side, speaker: Speaker, done: Option<oneshot::Sender<bool>>) {
+    pub fn speak(
+        &self,
+        to: Side,
+        speaker: impl Voice + 'static,
+        done: Option<oneshot::Sender<bool>>,
+    ) {
         self.shared.send(Command::Speak {
             to,
             speaker: Some(Box::new(speaker)),
@@ -581,7 +586,7 @@ impl KeySender {
 
 /// What switchboard is saying to one leg.
 struct Speaking {
-    speaker: Box<Speaker>,
+    speaker: Box<dyn Voice>,
     done: Option<oneshot::Sender<bool>>,
 }
 

@@ -96,6 +96,13 @@ impl Playing {
     }
 }
 
+/// Something switchboard says to a leg, a frame per tick of the media clock.
+pub trait Voice: Send {
+    /// Sends the next 20 ms through `emit`. False once everything has been said (no
+    /// packet then).
+    fn on_tick(&mut self, emit: &mut dyn FnMut(&[u8])) -> bool;
+}
+
 pub struct Speaker {
     items: std::vec::IntoIter<Item>,
     current: Option<Playing>,
@@ -158,10 +165,10 @@ impl Speaker {
     pub fn format(&self) -> AudioFormat {
         self.out
     }
+}
 
-    /// Sends the next 20 ms through `emit`. False once everything has been played (no
-    /// packet then).
-    pub fn on_tick(&mut self, emit: &mut dyn FnMut(&[u8])) -> bool {
+impl Voice for Speaker {
+    fn on_tick(&mut self, emit: &mut dyn FnMut(&[u8])) -> bool {
         let Some(playing) = self.current.as_mut() else {
             return false;
         };

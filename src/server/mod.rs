@@ -133,7 +133,13 @@ pub async fn run(
         codecs: crate::b2bua::CodecPolicy::new(&config.media.codecs, &config.extensions),
         prompts: prompts.clone(),
         music: match prompts.music("default") {
-            Ok(music) => Some(music),
+            Ok(music) => {
+                // Encoded for each codec in the background; held calls meanwhile
+                // encode it themselves.
+                let encoding = music.clone();
+                std::thread::spawn(move || encoding.prepare());
+                Some(music)
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "no hold music: parties on hold hear silence");
                 None
