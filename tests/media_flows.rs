@@ -1,7 +1,8 @@
 //! The media engine as a caller meets it, over real sockets on loopback: SIPp does the
 //! signalling and a media phone owned by the test (tests/common/media_phone.rs) talks
 //! and listens where SIPp's SDP points. Keys pressed as RFC 4733 events or as in-band
-//! tones reach the dialplan once each and in order, a prompt is heard for as long as
+//! tones reach the dialplan once each and in order, voice and keys cross from one
+//! phone to the other once each, a prompt is heard for as long as
 //! its files last, a recording holds what the caller said after the beep, and a party
 //! on hold hears music until resumed. The plan is tests/media_flows/dialplans/default.lua;
 //! the SIPp scenarios are beside it.
@@ -388,6 +389,78 @@ fn a_party_on_hold_hears_music_until_resumed() {
     assert_eq!(
         (&cdr["disposition"], &cdr["hangup_by"]),
         (&"answered".into(), &"caller".into()),
+        "{cdr}"
+    );
+}
+
+/// The RFC 4733 keys among `received`: one per event (its packets share a timestamp),
+/// in order.
+fn keys_in(received: &[common::media_phone::Received]) -> String {
+    let mut keys = String::new();
+    let mut last = None;
+    for p in received.iter().filter(|p| p.header.payload_type == 101) {
+        let Some(event) = switchboard::media::dtmf::TelephoneEvent::parse(&p.payload) else {
+            continue;
+        };
+        if last != Some(p.header.timestamp) {
+            last = Some(p.header.timestamp);
+            keys.extend(switchboard::media::dtmf::event_to_digit(event.event));
+        }
+    }
+    keys
+}
+
+#[test]
+fn voice_and_keys_cross_from_one_phone_to_the_other_once_each() {
+    let server = server();
+    let callee_phone = MediaPhone::new();
+    let callee_port = callee_phone.port.to_string();
+    let mut callee = callee_from(
+        &server,
+        "callee_talks.xml",
+        &["-set", "rtp_port", &callee_port, "-set", "formats", "0 101"],
+    );
+    let mut phone = MediaPhone::new();
+    let caller = call_with_phone(&server, "caller.xml", "1001", 3000, &phone, "0 101");
+    // The callee's leg has a port once the call is bridged: talk from then on.
+    switchboard_rtp(&server, "b_leg");
+    phone.send_to(switchboard_rtp(&server, "a_leg"));
+    phone.send_tone(1000.0, 8000.0, Duration::from_millis(800));
+    for key in ['4', '2', '4'] {
+        phone.press_key(key, Duration::from_millis(100));
+        phone.send_tone(1000.0, 8000.0, Duration::from_millis(200));
+    }
+    assert_sipp_succeeded(&joined(caller), "the caller's call failed");
+    callee.finish(Duration::from_secs(40));
+
+    // The other phone heard the caller's voice, and each key once, in order, as
+    // events in its own stream (not as an INFO: its scenario would refuse one).
+    let heard: Vec<i16> = callee_phone
+        .audio()
+        .iter()
+        .flat_map(|f| f.pcm.iter().copied())
+        .collect();
+    let loud: Vec<i16> = heard.into_iter().skip_while(|s| s.abs() < 2000).collect();
+    assert!(
+        loud.len() > samples(Duration::from_millis(500)),
+        "the callee heard {} loud samples",
+        loud.len()
+    );
+    let share = tone_share(&loud[..samples(Duration::from_millis(500))], 1000.0);
+    assert!(
+        share > 0.8,
+        "the callee heard the 1 kHz voice at {share:.2}"
+    );
+    assert_eq!(keys_in(&callee_phone.received()), "424");
+    let cdr = only_cdr(&server);
+    assert_eq!(cdr["dtmf"], "424", "{cdr}");
+    assert_eq!(
+        (
+            &cdr["caller_codec"],
+            &cdr["callee_codec"],
+            &cdr["media_path"]
+        ),
+        (&"PCMU".into(), &"PCMU".into(), &"relayed".into()),
         "{cdr}"
     );
 }
