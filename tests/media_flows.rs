@@ -314,49 +314,80 @@ const HOLD: Duration = Duration::from_secs(4);
 const AFTER_RESUME: Duration = Duration::from_secs(2);
 
 #[test]
-fn a_party_on_hold_hears_music_until_resumed() {
+fn a_party_on_hold_hears_music_until_resumed_and_then_the_other_phone_again() {
     let server = server();
     let phone = MediaPhone::new();
-    // The callee's SDP names the media phone; the caller sends no RTP at all.
+    // The callee's SDP names one media phone, the caller's another, which says a
+    // 600 Hz tone all along, on hold too (switchboard must not let it through then).
     let mut callee = callee_from(
         &server,
         "callee_hold.xml",
         &["-set", "rtp_port", &phone.port.to_string()],
     );
+    let mut talker = MediaPhone::new();
+    let talker_port = talker.port.to_string();
     let caller = call(
         &server,
         "caller_hold_resume.xml",
         "1001",
         HOLD.as_millis() as u32,
-        &[],
+        &[("rtp_port", &talker_port)],
     );
     let switchboard = switchboard_rtp(&server, "b_leg");
+    talker.send_to(switchboard_rtp(&server, "a_leg"));
+    let talking = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let still = talking.clone();
+    let voice = std::thread::spawn(move || {
+        while still.load(std::sync::atomic::Ordering::Relaxed) {
+            talker.send_tone(600.0, 8000.0, Duration::from_millis(100));
+        }
+    });
     assert_sipp_succeeded(&joined(caller), "the caller's hold or resume failed");
-    let ended = phone.now();
+    talking.store(false, std::sync::atomic::Ordering::Relaxed);
+    voice.join().expect("the caller's voice");
     callee.finish(Duration::from_secs(40));
 
     let frames = phone.audio();
-    assert!(!frames.is_empty(), "the held callee heard nothing");
+    assert!(!frames.is_empty(), "the callee heard nothing");
     assert_from(&frames, switchboard);
-    if let Some(gap) = frames
+    // Each 20 ms frame is the caller's voice or the hold music.
+    let is_voice = |f: &Frame| tone_share(&f.pcm, 600.0) > 0.8;
+    let first_music = frames
+        .iter()
+        .position(|f| !is_voice(f) && rms(&f.pcm) > SILENCE_RMS);
+    let Some(first_music) = first_music else {
+        panic!("the held callee heard no music");
+    };
+    let after = frames[first_music..].iter().position(|f| is_voice(f));
+    let Some(after) = after else {
+        panic!("the callee never heard the caller again after the hold");
+    };
+    let held = &frames[first_music..first_music + after];
+    if let Some(gap) = held
         .windows(2)
         .map(|w| w[1].at - w[0].at)
         .find(|gap| *gap > Duration::from_millis(300))
     {
         panic!("the music stopped for {gap:?} during the hold");
     }
-    let span = arrival_span(&frames);
+    let span = arrival_span(held);
     assert!(
         span > HOLD - Duration::from_millis(600) && span < HOLD + Duration::from_millis(600),
         "music for {span:?} during a hold of {HOLD:?}"
     );
-    let quiet = ended - frames.last().map_or(Duration::ZERO, |f| f.at);
     assert!(
-        quiet > AFTER_RESUME - Duration::from_millis(800),
-        "music went on after the resume: only {quiet:?} of quiet before the call ended"
+        frames[..first_music].iter().filter(|f| is_voice(f)).count() > 5,
+        "the callee did not hear the caller before the hold"
+    );
+    let resumed = &frames[first_music + after..];
+    let voiced = resumed.iter().filter(|f| is_voice(f)).count();
+    assert!(
+        voiced * 10 >= resumed.len() * 9 && arrival_span(resumed) > AFTER_RESUME / 2,
+        "after the resume the callee heard the caller in {voiced} of {} frames",
+        resumed.len()
     );
 
-    let music: Vec<i16> = frames.iter().flat_map(|f| f.pcm.iter().copied()).collect();
+    let music: Vec<i16> = held.iter().flat_map(|f| f.pcm.iter().copied()).collect();
     let level = rms(&music);
     assert!(level > 1000.0, "the music is too quiet: RMS {level:.0}");
     let windows: Vec<&[i16]> = music
