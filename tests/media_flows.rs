@@ -358,7 +358,7 @@ fn a_party_on_hold_hears_music_until_resumed_and_then_the_other_phone_again() {
     let Some(first_music) = first_music else {
         panic!("the held callee heard no music");
     };
-    let after = frames[first_music..].iter().position(|f| is_voice(f));
+    let after = frames[first_music..].iter().position(&is_voice);
     let Some(after) = after else {
         panic!("the callee never heard the caller again after the hold");
     };
