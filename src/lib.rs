@@ -1,6 +1,6 @@
 //! switchboard: an office PBX and SIP trunk gateway.
 //!
-//! The layers follow DESIGN.md: `sip` and `sdp` are pure protocol logic (no sockets,
+//! The layers (README "Architecture"): `sip` and `sdp` are pure protocol logic (no sockets,
 //! no clock reads); `transport` and the rest are thin tokio shells around them.
 
 pub mod admin;

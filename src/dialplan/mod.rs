@@ -1,5 +1,5 @@
 //! Lua dialplans: every incoming call is decided by `route(call)` in the dialplan
-//! folder's `default.lua` (DESIGN.md "Dialplan API"; the script-facing API is
+//! folder's `default.lua` (the script-facing API is
 //! documented in `dialplans/README.md`).
 //!
 //! - [`Dialplan::load`] compiles a folder once; [`DialplanHandle`] holds the current

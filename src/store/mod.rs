@@ -1,5 +1,5 @@
 //! The on-disk store: one redb file, `<storage dir>/switchboard.redb`, holding
-//! registrations, bans, dialplan key/values and CDRs (DESIGN.md "Storage").
+//! registrations, bans, dialplan key/values and CDRs.
 //!
 //! Each table has a typed API in its own file. Record values are JSON (serde_json):
 //! records are small and written a few times a second at most, so size and speed do
