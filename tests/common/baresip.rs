@@ -225,10 +225,19 @@ pub fn assert_tone(audio: &Audio, who: &str, hz: f64) {
     );
     let second = &heard[..rate];
     let share = tone_share(second, audio.rate, hz);
+    // The strongest frequency near the expected one, 5 Hz apart: a glitch (a frame
+    // concealed under load) adds zero crossings but moves no energy to another pitch.
+    let peak = (-40..=40)
+        .map(|step| hz + f64::from(step) * 5.0)
+        .max_by(|a, b| {
+            tone_share(second, audio.rate, *a).total_cmp(&tone_share(second, audio.rate, *b))
+        })
+        .unwrap_or(hz);
     let zc = zero_crossing_hz(second, audio.rate);
     assert!(
-        share > 0.8 && (zc - hz).abs() < 20.0,
-        "{who} did not hear {hz} Hz: {:.0}% of the power at {hz} Hz, zero crossings say {zc:.0} Hz",
+        share > 0.8 && (peak - hz).abs() <= 10.0,
+        "{who} did not hear {hz} Hz: {:.0}% of the power at {hz} Hz, the strongest pitch \
+         near it is {peak} Hz, zero crossings say {zc:.0} Hz",
         share * 100.0
     );
 }
