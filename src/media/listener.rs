@@ -20,12 +20,48 @@ pub struct Listener {
     /// The telephone-event payload type the phone sends, if it negotiated them.
     events: Option<u8>,
     receiver: EventReceiver,
-    decoders: Vec<(AudioFormat, Decoder)>,
+    formats: Vec<AudioFormat>,
     inband: Option<DtmfDetector>,
+    /// Made at the first packet that needs decoding: most bridged calls never do, and
+    /// a decoder (Opus's above all) is the bulk of a listener's memory.
+    decoding: Option<Box<Decoding>>,
+}
+
+struct Decoding {
+    decoders: Vec<(AudioFormat, Decoder)>,
     /// 16 kHz codecs to the tap rate.
     narrow: Resampler,
     pcm: [i16; 960],
     tapped: [i16; 960],
+}
+
+impl Decoding {
+    fn new(formats: &[AudioFormat]) -> Result<Decoding, CodecError> {
+        let mut decoders = Vec::with_capacity(formats.len());
+        for f in formats {
+            decoders.push((*f, Decoder::new(f.kind)?));
+        }
+        Ok(Decoding {
+            decoders,
+            narrow: Resampler::new(16000, TAP_RATE).map_err(|e| CodecError::new(e.to_string()))?,
+            pcm: [0; 960],
+            tapped: [0; 960],
+        })
+    }
+
+    /// The packet's audio at the tap rate.
+    fn decode(&mut self, payload_type: u8, payload: &[u8]) -> Option<&[i16]> {
+        let (format, decoder) = self
+            .decoders
+            .iter_mut()
+            .find(|(f, _)| f.payload_type == payload_type)?;
+        let n = decoder.decode(payload, &mut self.pcm).ok()?;
+        if format.kind.pcm_rate() == TAP_RATE {
+            return Some(&self.pcm[..n]);
+        }
+        let m = self.narrow.process(&self.pcm[..n], &mut self.tapped);
+        Some(&self.tapped[..m])
+    }
 }
 
 impl Listener {
@@ -33,18 +69,12 @@ impl Listener {
     /// presses are detected in the audio when `inband` says someone listens for them
     /// (decoding every packet costs more than relaying it).
     pub fn new(formats: &LegFormats, inband: bool) -> Result<Listener, CodecError> {
-        let mut decoders = Vec::with_capacity(formats.receives.len());
-        for f in &formats.receives {
-            decoders.push((*f, Decoder::new(f.kind)?));
-        }
         Ok(Listener {
             events: formats.events.map(|e| e.receive),
             receiver: EventReceiver::new(),
-            decoders,
+            formats: formats.receives.clone(),
             inband: (inband && formats.events.is_none()).then(|| DtmfDetector::new(TAP_RATE)),
-            narrow: Resampler::new(16000, TAP_RATE).map_err(|e| CodecError::new(e.to_string()))?,
-            pcm: [0; 960],
-            tapped: [0; 960],
+            decoding: None,
         })
     }
 
@@ -69,17 +99,13 @@ impl Listener {
         if !decode && self.inband.is_none() {
             return None;
         }
-        let (format, decoder) = self
-            .decoders
-            .iter_mut()
-            .find(|(f, _)| f.payload_type == header.payload_type)?;
-        let n = decoder.decode(payload, &mut self.pcm).ok()?;
-        let samples = if format.kind.pcm_rate() == TAP_RATE {
-            &self.pcm[..n]
-        } else {
-            let m = self.narrow.process(&self.pcm[..n], &mut self.tapped);
-            &self.tapped[..m]
-        };
+        if self.decoding.is_none() {
+            self.decoding = Some(Box::new(Decoding::new(&self.formats).ok()?));
+        }
+        let samples = self
+            .decoding
+            .as_mut()?
+            .decode(header.payload_type, payload)?;
         if decode {
             tap(samples);
         }
