@@ -1,13 +1,20 @@
-//! Media benchmark (issue 6): N concurrent calls through switchboard, each with G.711
-//! RTP at 50 packets per second both ways, beside a minimal reference relay measured
-//! the same way in the same run. For N stepping up, it reports loss, one-way latency
-//! percentiles, added jitter, relay CPU per relayed packet and memory per call, and
-//! stops a target once its loss passes the limit. `bench/media.sh` builds and runs it;
-//! docs/performance.md explains the figures.
+//! Media benchmark (issue 6): N concurrent calls through switchboard, each with RTP at
+//! 50 packets per second both ways, beside a minimal reference relay measured the same
+//! way in the same run. For N stepping up, it reports loss, one-way latency
+//! percentiles, added jitter, relay CPU per relayed packet and per call, and memory
+//! per call, and stops a target once its loss passes the limit. `bench/media.sh`
+//! builds and runs it; docs/performance.md explains the figures.
+//!
+//! With `--callee-codec g722|opus` the callee answers with that codec, so every call
+//! is transcoded both ways (the caller stays on PCMU), the phones send real speech,
+//! and the reference relay gives way to the codec library alone doing the same
+//! decoding and encoding, measured in the same run (`codec_cost`).
 //!
 //!   rtp_load run --switchboard 127.0.0.1:5060 --switchboard-pid PID [options]
 //!   rtp_load relay --ip 127.0.0.1        (the reference relay; started by `run`)
 
+mod audio;
+mod codec_cost;
 mod histogram;
 mod procfs;
 mod relay;
@@ -15,7 +22,8 @@ mod rtp;
 mod sip;
 mod traffic;
 
-use clap::{Parser, Subcommand};
+use audio::EncodedLoop;
+use clap::{Parser, Subcommand, ValueEnum};
 use relay::RelayProcess;
 use sip::{Account, Agent, MediaPorts};
 use std::io;
@@ -24,7 +32,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-use traffic::{CallMedia, Endpoints, Measurement, Timing};
+use switchboard::media::codec::CodecKind;
+use traffic::{Audio, CallMedia, Endpoints, Measurement, Timing};
 
 #[derive(Parser)]
 #[command(about = "RTP load generator and reference relay for switchboard's media benchmark")]
@@ -36,7 +45,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the stepped benchmark.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Be the reference relay (a child of `run`).
     Relay {
         #[arg(long, default_value = "127.0.0.1")]
@@ -86,6 +95,56 @@ struct RunArgs {
     /// Where to write the JSON results.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// The codec the callee answers with. PCMU is the caller's, so calls are relayed;
+    /// G722 or Opus makes switchboard transcode both ways (no reference relay then).
+    #[arg(long, value_enum, default_value_t = CalleeCodec::Pcmu)]
+    callee_codec: CalleeCodec,
+    /// Send real PCMU speech and match packets by RTP timestamp even when relayed (as
+    /// transcoded runs always do), to check that method against the payload stamps.
+    #[arg(long)]
+    match_by_rtp: bool,
+    /// switchboard's admin API (HOST:PORT): checks each step's calls took the expected
+    /// path (relay or transcode) and reads switchboard's own count of packets lost on
+    /// the way in.
+    #[arg(long)]
+    admin: Option<SocketAddr>,
+    /// How busy the machine was before the run (recorded in the JSON).
+    #[arg(long)]
+    background_cpu_pct: Option<f64>,
+    /// CPU seconds for each figure of the codec-alone measurement (transcoding runs).
+    #[arg(long, default_value_t = 2.0)]
+    codec_seconds: f64,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum CalleeCodec {
+    Pcmu,
+    G722,
+    Opus,
+}
+
+impl CalleeCodec {
+    fn kind(self) -> CodecKind {
+        match self {
+            CalleeCodec::Pcmu => CodecKind::Pcmu,
+            CalleeCodec::G722 => CodecKind::G722,
+            CalleeCodec::Opus => CodecKind::Opus,
+        }
+    }
+}
+
+/// What switchboard's admin API said about a step's calls, read after the window
+/// while they were still up.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+struct PathCheck {
+    calls: usize,
+    legs_relayed: usize,
+    legs_transcoded: usize,
+    /// "caller codec → callee codec" and how many calls negotiated it.
+    codecs: std::collections::BTreeMap<String, usize>,
+    /// RTP from the phones that never reached switchboard (RFC 3550, both legs, since
+    /// each call started). A transcoder conceals those, so the receiver cannot see them.
+    switchboard_lost_packets: u64,
 }
 
 /// One target at one call count.
@@ -98,13 +157,27 @@ struct Step {
     memory_per_call_kib: f64,
     /// Calls that did not end with a clean BYE exchange (switchboard only).
     unclean_hangups: usize,
+    /// From switchboard's admin API, when given (switchboard only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    paths: Option<PathCheck>,
+    /// `switchboard_lost_packets` as a share of all packets sent to switchboard.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    input_loss_pct: Option<f64>,
+}
+
+impl Step {
+    /// Loss seen by the receivers plus, when known, what switchboard lost on the way
+    /// in (hidden by a transcoder's concealment).
+    fn total_loss_pct(&self) -> f64 {
+        self.measurement.loss_pct + self.input_loss_pct.unwrap_or(0.0)
+    }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Relay { ip } => relay::serve(ip),
-        Command::Run(args) => run(args),
+        Command::Run(args) => run(*args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -134,6 +207,28 @@ fn run(args: RunArgs) -> io::Result<()> {
     };
     let endpoints = Endpoints::bind(ip)?;
     let exe = std::env::current_exe()?;
+    let callee_kind = args.callee_codec.kind();
+    let transcoding = callee_kind != CodecKind::Pcmu;
+    let caller_audio = EncodedLoop::new(CodecKind::Pcmu)?;
+    let callee_audio = EncodedLoop::new(callee_kind)?;
+    let audio = (transcoding || args.match_by_rtp).then_some(Audio {
+        caller: &caller_audio,
+        callee: &callee_audio,
+    });
+    let mut notes: Vec<String> = Vec::new();
+    // The codec library alone, first, while nothing else of the run loads the machine.
+    let codec_alone = if transcoding && args.codec_seconds > 0.0 {
+        let cost = codec_cost::measure(callee_kind, args.codec_seconds)?;
+        eprintln!(
+            "codec alone: PCMU <-> {callee_kind}: {:.0} µs per call-second (codecs {:.0} µs, plus resampling {:.0} µs)",
+            cost.chain_us_per_call_second,
+            cost.codecs_us_per_call_second,
+            cost.chain_us_per_call_second - cost.codecs_us_per_call_second,
+        );
+        Some(cost)
+    } else {
+        None
+    };
 
     let mut switchboard = match (args.switchboard, args.switchboard_pid) {
         (Some(server), Some(pid)) => {
@@ -147,6 +242,7 @@ fn run(args: RunArgs) -> io::Result<()> {
                 account(&args.caller)?,
                 account(&args.callee)?,
                 media,
+                callee_kind,
             )?;
             agent.register(Duration::from_secs(10))?;
             let baseline = procfs::rss_bytes(pid)?;
@@ -155,10 +251,10 @@ fn run(args: RunArgs) -> io::Result<()> {
         (Some(_), None) => return Err(io::Error::other("--switchboard needs --switchboard-pid")),
         _ => None,
     };
-    let mut reference_on = !args.no_reference;
+    // The reference relay cannot transcode; the codec-alone figure stands in for it.
+    let mut reference_on = !args.no_reference && !transcoding;
     let mut switchboard_on = switchboard.is_some();
     let mut steps: Vec<Step> = Vec::new();
-    let mut notes: Vec<String> = Vec::new();
 
     for &n in &args.calls {
         if reference_on {
@@ -172,16 +268,19 @@ fn run(args: RunArgs) -> io::Result<()> {
                 .map(|&(a, b)| CallMedia {
                     a_dest: a,
                     b_dest: b,
+                    b_payload_type: 0,
                 })
                 .collect();
             let agent = switchboard.as_mut().map(|(agent, _, _)| agent);
-            let m = measure_serving(agent, &endpoints, &calls, timing, relay.pid())?;
+            let m = measure_serving(agent, &endpoints, &calls, timing, relay.pid(), audio)?;
             let rss = procfs::rss_bytes(relay.pid())?;
             let step = Step {
                 target: "reference",
                 memory_per_call_kib: per_call_kib(rss, idle_rss, n),
                 measurement: m,
                 unclean_hangups: 0,
+                paths: None,
+                input_loss_pct: None,
             };
             drop(relay);
             report(&step);
@@ -206,19 +305,38 @@ fn run(args: RunArgs) -> io::Result<()> {
                 .map(|b| CallMedia {
                     a_dest: b.caller_relay,
                     b_dest: b.callee_relay,
+                    b_payload_type: b.callee_payload_type,
                 })
                 .collect();
-            let m = measure_serving(Some(&mut *agent), &endpoints, &calls, timing, *pid)?;
+            let m = measure_serving(Some(&mut *agent), &endpoints, &calls, timing, *pid, audio)?;
             let rss = procfs::rss_bytes(*pid)?;
+            let paths = match args.admin {
+                Some(admin) => match check_paths(admin, transcoding, n) {
+                    Ok(check) => Some(check),
+                    Err(e) => {
+                        notes.push(format!("{n} calls: {e}"));
+                        eprintln!("warning: {e}");
+                        None
+                    }
+                },
+                None => None,
+            };
+            // Everything the phones sent, warm-up included, as the counters count it.
+            let sent_total = 2.0 * n as f64 * 50.0 * (args.warmup + args.measure);
+            let input_loss_pct = paths
+                .as_ref()
+                .map(|p| 100.0 * p.switchboard_lost_packets as f64 / sent_total);
             let unclean = agent.hang_up_all(args.setup_rate * 2.0, Duration::from_secs(30))?;
             let step = Step {
                 target: "switchboard",
                 memory_per_call_kib: per_call_kib(rss, *baseline, n),
                 measurement: m,
                 unclean_hangups: unclean,
+                paths,
+                input_loss_pct,
             };
             report(&step);
-            switchboard_on = step.measurement.loss_pct <= args.max_loss;
+            switchboard_on = step.total_loss_pct() <= args.max_loss;
             steps.push(step);
             std::thread::sleep(Duration::from_secs(1));
         }
@@ -227,7 +345,10 @@ fn run(args: RunArgs) -> io::Result<()> {
         }
     }
 
-    let summary = summarize(&steps, args.max_loss);
+    let mut summary = summarize(&steps, args.max_loss);
+    if transcoding {
+        summary["transcoding"] = summarize_transcoding(&steps, codec_alone.as_ref(), args.max_loss);
+    }
     println!(
         "{}",
         serde_json::to_string_pretty(&summary).unwrap_or_default()
@@ -236,13 +357,16 @@ fn run(args: RunArgs) -> io::Result<()> {
         let doc = serde_json::json!({
             "benchmark": "media",
             "machine": machine(),
+            "background_cpu_pct_before": args.background_cpu_pct,
             "settings": {
                 "calls": args.calls,
                 "warmup_s": args.warmup,
                 "measure_s": args.measure,
                 "max_loss_pct": args.max_loss,
                 "packets_per_second_per_direction": 50,
-                "codec": "PCMU, 160-byte payload",
+                "codec": codec_description(callee_kind, audio.is_some()),
+                "callee_codec": callee_kind.name(),
+                "matched_by": if audio.is_some() { "rtp timestamps" } else { "payload stamps" },
             },
             "summary": summary,
             "notes": notes,
@@ -254,6 +378,69 @@ fn run(args: RunArgs) -> io::Result<()> {
     Ok(())
 }
 
+fn codec_description(callee: CodecKind, audio: bool) -> String {
+    match (callee, audio) {
+        (CodecKind::Pcmu, false) => "PCMU, 160-byte payload".into(),
+        (CodecKind::Pcmu, true) => "PCMU speech, 160-byte payload".into(),
+        (other, _) => format!(
+            "caller PCMU, callee {other}, transcoded both ways; speech (sounds/en/vm-intro.wav) in a loop"
+        ),
+    }
+}
+
+/// Reads the live calls from switchboard's admin API and checks each took the path
+/// its codecs call for.
+fn check_paths(
+    admin: SocketAddr,
+    transcoding: bool,
+    expected_calls: usize,
+) -> io::Result<PathCheck> {
+    let mut response = ureq::get(format!("http://{admin}/api/calls"))
+        .call()
+        .map_err(|e| io::Error::other(format!("admin API: {e}")))?;
+    let listing: serde_json::Value = response
+        .body_mut()
+        .with_config()
+        .limit(256 << 20)
+        .read_json()
+        .map_err(|e| io::Error::other(format!("admin API: {e}")))?;
+    let check = path_check(&listing);
+    let (wanted, got) = if transcoding {
+        ("transcode", check.legs_transcoded)
+    } else {
+        ("relay", check.legs_relayed)
+    };
+    if check.calls != expected_calls || got != 2 * expected_calls {
+        return Err(io::Error::other(format!(
+            "expected {expected_calls} calls with both legs on the {wanted} path; switchboard lists {} calls, {} legs relayed, {} transcoded, codecs {:?}",
+            check.calls, check.legs_relayed, check.legs_transcoded, check.codecs
+        )));
+    }
+    Ok(check)
+}
+
+/// Counts paths, codec pairs and lost packets in a `GET /api/calls` answer.
+fn path_check(listing: &serde_json::Value) -> PathCheck {
+    let mut check = PathCheck::default();
+    let calls = listing["calls"].as_array().map_or(&[][..], Vec::as_slice);
+    for call in calls {
+        check.calls += 1;
+        let legs = [&call["a_leg"], &call["b_leg"]];
+        for leg in legs {
+            match leg["path"].as_str() {
+                Some("relay") => check.legs_relayed += 1,
+                Some("transcode") => check.legs_transcoded += 1,
+                _ => {}
+            }
+            check.switchboard_lost_packets += leg["lost_packets"].as_u64().unwrap_or(0);
+        }
+        let codec = |leg: &serde_json::Value| leg["codec"].as_str().unwrap_or("none").to_owned();
+        let pair = format!("{} → {}", codec(legs[0]), codec(legs[1]));
+        *check.codecs.entry(pair).or_default() += 1;
+    }
+    check
+}
+
 /// Runs the media while the SIP agent (if any) keeps answering switchboard.
 fn measure_serving(
     agent: Option<&mut Agent>,
@@ -261,11 +448,12 @@ fn measure_serving(
     calls: &[CallMedia],
     timing: Timing,
     relay_pid: u32,
+    audio: Option<Audio<'_>>,
 ) -> io::Result<Measurement> {
     let stop = AtomicBool::new(false);
     std::thread::scope(|s| {
         let server = agent.map(|a| s.spawn(|| a.serve(&stop)));
-        let m = traffic::run(endpoints, calls, timing, relay_pid);
+        let m = traffic::run(endpoints, calls, timing, relay_pid, audio);
         stop.store(true, Ordering::Relaxed);
         if let Some(h) = server {
             h.join()
@@ -282,11 +470,13 @@ fn per_call_kib(rss: u64, idle: u64, calls: usize) -> f64 {
 fn report(step: &Step) {
     let m = &step.measurement;
     eprintln!(
-        "{:<11} {:>5} calls  {:>7.0} pkt/s  loss {:>6.3}%  latency p50/p99/p99.9 {}/{}/{} µs  jitter mean/p99 {:.0}/{:.0} µs  relay CPU {:>5.1}% = {:.2} µs/pkt  {:.1} KiB/call  generator CPU {:.0}%",
+        "{:<11} {:>5} calls  {:>7.0} pkt/s  loss {:>6.3}%{}  latency p50/p99/p99.9 {}/{}/{} µs  jitter mean/p99 {:.0}/{:.0} µs  relay CPU {:>5.1}% = {:.2} µs/pkt = {:.0} µs/call-s  {:.1} KiB/call  generator CPU {:.0}%  others {:.0}%",
         step.target,
         m.calls,
         m.received as f64 / m.window_s,
         m.loss_pct,
+        step.input_loss_pct
+            .map_or(String::new(), |p| format!(" (+{p:.3}% lost on the way in)")),
         m.latency_us.p50,
         m.latency_us.p99,
         m.latency_us.p999,
@@ -294,8 +484,10 @@ fn report(step: &Step) {
         m.jitter_us.p99,
         m.relay_cpu_pct,
         m.relay_cpu_us_per_packet,
+        m.relay_cpu_us_per_call_second,
         step.memory_per_call_kib,
         m.generator_cpu_pct,
+        m.others_cpu_pct,
     );
 }
 
@@ -305,13 +497,13 @@ fn summarize(steps: &[Step], max_loss: f64) -> serde_json::Value {
     let best = |target: &str| {
         steps
             .iter()
-            .filter(|s| s.target == target && s.measurement.loss_pct <= max_loss)
+            .filter(|s| s.target == target && s.total_loss_pct() <= max_loss)
             .map(|s| s.measurement.calls)
             .max()
     };
     let ratios: Vec<serde_json::Value> = steps
         .iter()
-        .filter(|s| s.target == "switchboard" && s.measurement.loss_pct <= max_loss)
+        .filter(|s| s.target == "switchboard" && s.total_loss_pct() <= max_loss)
         .filter_map(|sb| {
             let reference = steps.iter().find(|r| {
                 r.target == "reference"
@@ -334,6 +526,38 @@ fn summarize(steps: &[Step], max_loss: f64) -> serde_json::Value {
             "reference": best("reference"),
         },
         "cpu_per_packet_ratio": ratios,
+    })
+}
+
+/// Transcoding runs: switchboard's CPU per call against the codec library alone doing
+/// the same decoding and encoding, at each step within the loss limit.
+fn summarize_transcoding(
+    steps: &[Step],
+    codec_alone: Option<&codec_cost::CodecCost>,
+    max_loss: f64,
+) -> serde_json::Value {
+    let ratio = |x: f64, base: Option<f64>| {
+        base.filter(|&b| b > 0.0)
+            .map(|b| (x / b * 100.0).round() / 100.0)
+    };
+    let per_step: Vec<serde_json::Value> = steps
+        .iter()
+        .filter(|s| s.target == "switchboard")
+        .map(|s| {
+            let us = s.measurement.relay_cpu_us_per_call_second;
+            serde_json::json!({
+                "calls": s.measurement.calls,
+                "within_loss_limit": s.total_loss_pct() <= max_loss,
+                "switchboard_us_per_call_second": us.round(),
+                "switchboard_core_pct_per_call": (us / 1e4 * 100.0).round() / 100.0,
+                "ratio_to_codecs_alone": ratio(us, codec_alone.map(|c| c.codecs_us_per_call_second)),
+                "ratio_to_codec_chain_alone": ratio(us, codec_alone.map(|c| c.chain_us_per_call_second)),
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "codec_alone": codec_alone,
+        "cpu_per_call": per_step,
     })
 }
 

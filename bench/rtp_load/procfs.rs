@@ -11,6 +11,38 @@ pub fn cpu_seconds(pid: u32) -> io::Result<f64> {
     Ok(ticks as f64 / clock_ticks_per_second()? as f64)
 }
 
+/// User plus system CPU time of the calling thread, in seconds (clock-tick resolution).
+pub fn thread_cpu_seconds() -> io::Result<f64> {
+    let stat = std::fs::read_to_string("/proc/thread-self/stat")?;
+    let ticks = parse_stat_cpu_ticks(&stat)
+        .ok_or_else(|| io::Error::other("unreadable /proc/thread-self/stat"))?;
+    Ok(ticks as f64 / clock_ticks_per_second()? as f64)
+}
+
+/// CPU time the whole machine spent busy (all cores, everything but idle and I/O wait),
+/// in seconds, from the first line of /proc/stat.
+pub fn machine_busy_seconds() -> io::Result<f64> {
+    let stat = std::fs::read_to_string("/proc/stat")?;
+    let ticks = stat
+        .lines()
+        .next()
+        .and_then(parse_machine_busy_ticks)
+        .ok_or_else(|| io::Error::other("unreadable /proc/stat"))?;
+    Ok(ticks as f64 / clock_ticks_per_second()? as f64)
+}
+
+/// `cpu  user nice system idle iowait irq softirq steal ...`: all but idle and iowait.
+fn parse_machine_busy_ticks(line: &str) -> Option<u64> {
+    let fields: Vec<u64> = line
+        .strip_prefix("cpu ")?
+        .split_ascii_whitespace()
+        .take(8)
+        .map(|f| f.parse().ok())
+        .collect::<Option<_>>()?;
+    let total: u64 = fields.iter().sum();
+    Some(total - fields.get(3)? - fields.get(4)?)
+}
+
 /// Resident set size in bytes.
 pub fn rss_bytes(pid: u32) -> io::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
@@ -60,6 +92,14 @@ mod tests {
     }
 
     #[test]
+    fn machine_busy_time_leaves_out_idle_and_io_wait() {
+        let line = "cpu  100 5 50 1000 30 2 3 0 0 0";
+        assert_eq!(parse_machine_busy_ticks(line), Some(160));
+        assert_eq!(parse_machine_busy_ticks("cpu0 1 2 3 4 5 6 7 8"), None);
+        assert!(machine_busy_seconds().unwrap() > 0.0);
+    }
+
+    #[test]
     fn rss_is_read_from_status_in_bytes() {
         let status = "Name:\tswitchboard\nVmPeak:\t  200 kB\nVmRSS:\t   12345 kB\nThreads:\t3\n";
         assert_eq!(parse_status_rss(status), Some(12345 * 1024));
@@ -71,6 +111,7 @@ mod tests {
         let hz = clock_ticks_per_second().unwrap();
         assert!((10..=10_000).contains(&hz), "{hz}");
         assert!(cpu_seconds(std::process::id()).unwrap() >= 0.0);
+        assert!(thread_cpu_seconds().unwrap() >= 0.0);
         assert!(rss_bytes(std::process::id()).unwrap() > 0);
     }
 }

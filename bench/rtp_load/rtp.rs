@@ -1,7 +1,13 @@
-//! The load generator's RTP packets: a 12-byte RTP header and a 160-byte G.711 (PCMU)
-//! payload, 20 ms of audio. The payload carries what the receiver needs to measure the
-//! relay — which call and direction, a sequence number, and when it was sent — because
-//! a B2BUA may rewrite the RTP header's SSRC, sequence and timestamp.
+//! The load generator's RTP packets.
+//!
+//! Relayed runs send stamped packets: a 12-byte RTP header and a 160-byte G.711 (PCMU)
+//! payload, 20 ms of audio, whose payload carries what the receiver needs to measure
+//! the relay (which call and direction, a sequence number, and when it was sent),
+//! because a B2BUA may rewrite the RTP header's SSRC, sequence and timestamp.
+//!
+//! Transcoded runs send audio packets: real encoded speech, since a transcoder decodes
+//! the payload and sends new audio, so nothing in it survives. The receiver then
+//! measures by the RTP header of what arrives (see `traffic`).
 
 /// 20 ms of 8 kHz G.711.
 pub const PAYLOAD_LEN: usize = 160;
@@ -32,11 +38,7 @@ pub struct Stamp {
 /// Writes a whole packet into `buf`. The RTP header is what a phone would send: PT 0,
 /// sequence and timestamp advancing by 1 and 160, an SSRC per call and direction.
 pub fn write_packet(buf: &mut [u8; PACKET_LEN], stamp: &Stamp) {
-    let ssrc = stamp
-        .call
-        .wrapping_mul(2)
-        .wrapping_add(stamp.direction as u32)
-        ^ 0x5B0A_0000;
+    let ssrc = ssrc(stamp.call, stamp.direction);
     buf[0] = 0x80;
     buf[1] = 0; // PCMU, no marker
     buf[2..4].copy_from_slice(&(stamp.seq as u16).to_be_bytes());
@@ -50,6 +52,34 @@ pub fn write_packet(buf: &mut [u8; PACKET_LEN], stamp: &Stamp) {
     payload[12..16].copy_from_slice(&stamp.seq.to_be_bytes());
     payload[16..24].copy_from_slice(&stamp.sent_ns.to_be_bytes());
     payload[24..].fill(SILENCE);
+}
+
+/// The SSRC of one call's phone on one side.
+fn ssrc(call: u32, direction: Direction) -> u32 {
+    call.wrapping_mul(2).wrapping_add(direction as u32) ^ 0x5B0A_0000
+}
+
+/// Writes a packet of real audio into `buf` and returns its length: frame `round` of
+/// the call's stream, sequence number `round`, timestamp `round * timestamp_step`,
+/// the marker bit on the first frame (the start of a talkspurt, as phones send it).
+pub fn write_audio_packet(
+    buf: &mut [u8],
+    payload_type: u8,
+    call: u32,
+    direction: Direction,
+    round: u64,
+    timestamp_step: u32,
+    payload: &[u8],
+) -> usize {
+    let marker = if round == 0 { 0x80 } else { 0 };
+    buf[0] = 0x80;
+    buf[1] = marker | (payload_type & 0x7f);
+    buf[2..4].copy_from_slice(&(round as u16).to_be_bytes());
+    buf[4..8].copy_from_slice(&((round as u32).wrapping_mul(timestamp_step)).to_be_bytes());
+    buf[8..12].copy_from_slice(&ssrc(call, direction).to_be_bytes());
+    let len = payload.len().min(buf.len() - 12);
+    buf[12..12 + len].copy_from_slice(&payload[..len]);
+    12 + len
 }
 
 /// Reads the measurement fields of a received packet; `None` for anything that is not
@@ -102,6 +132,27 @@ mod tests {
             70_000 * 160
         );
         assert!(buf[12 + 24..].iter().all(|&b| b == SILENCE));
+    }
+
+    #[test]
+    fn an_audio_packet_is_plain_rtp_of_its_codec_and_clock() {
+        let mut buf = [0u8; 1500];
+        let payload = [7u8; 61];
+        let len = write_audio_packet(&mut buf, 96, 3, Direction::BToA, 0, 960, &payload);
+        let (header, body) = switchboard::media::rtp::parse(&buf[..len]).unwrap();
+        assert_eq!(body, payload);
+        assert!(header.marker, "the first frame starts a talkspurt");
+        assert_eq!(
+            (header.payload_type, header.seq, header.timestamp),
+            (96, 0, 0)
+        );
+        let len = write_audio_packet(&mut buf, 9, 3, Direction::BToA, 70_001, 160, &payload);
+        let (header, _) = switchboard::media::rtp::parse(&buf[..len]).unwrap();
+        assert!(!header.marker);
+        assert_eq!(header.payload_type, 9);
+        assert_eq!(header.seq, (70_001u32 % 65_536) as u16);
+        assert_eq!(header.timestamp, 70_001 * 160);
+        assert_eq!(header.ssrc, ssrc(3, Direction::BToA));
     }
 
     #[test]

@@ -5,6 +5,10 @@
 //! session refreshes). Both phones share one UDP socket and one thread; retransmission
 //! follows RFC 3261's T1 doubling. Parsing uses switchboard's own message parser.
 //!
+//! The callee answers each B-leg offer with one codec, PCMU unless told otherwise
+//! (`--callee-codec`), using the payload type switchboard's offer gave it; a callee
+//! that answers with another codec than the caller's PCMU makes switchboard transcode.
+//!
 //! Writing this rather than driving SIPp (with `-rtp_echo`) keeps the RTP under the
 //! generator's control: SIPp would echo, so only round trips could be measured, and it
 //! would run a thread per call.
@@ -15,6 +19,7 @@ use std::io;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+use switchboard::media::codec::CodecKind;
 use switchboard::sip::auth::{Challenge, DigestAlgorithm};
 use switchboard::sip::{Known, Message, Method, Request, Response, parse_datagram};
 
@@ -45,6 +50,8 @@ pub struct MediaPorts {
 pub struct Bridged {
     pub caller_relay: SocketAddr,
     pub callee_relay: SocketAddr,
+    /// The payload type the callee answered its codec with.
+    pub callee_payload_type: u8,
 }
 
 /// A request we sent and retransmit until a response comes.
@@ -114,6 +121,8 @@ struct Dialog {
 /// The callee's side of one call (the B leg switchboard created).
 struct CalleeLeg {
     relay: SocketAddr,
+    /// The payload type of the codec we answered with.
+    payload_type: u8,
     /// Our 200 to the INVITE, retransmitted until the ACK comes.
     ok: Vec<u8>,
     unacked: Option<Outgoing>,
@@ -127,6 +136,8 @@ pub struct Agent {
     caller: Account,
     callee: Account,
     media: MediaPorts,
+    /// The codec the callee answers with.
+    callee_codec: CodecKind,
     ids: u64,
     callers: Vec<CallerLeg>,
     /// Client transaction branch -> index into `callers`.
@@ -143,6 +154,7 @@ impl Agent {
         caller: Account,
         callee: Account,
         media: MediaPorts,
+        callee_codec: CodecKind,
     ) -> io::Result<Agent> {
         let sock = UdpSocket::bind(SocketAddr::new(media.ip, 0))?;
         sock.set_read_timeout(Some(POLL))?;
@@ -153,6 +165,7 @@ impl Agent {
             caller,
             callee,
             media,
+            callee_codec,
             ids: 0,
             callers: Vec::new(),
             branches: HashMap::new(),
@@ -329,13 +342,17 @@ impl Agent {
             CallerState::Established(d) => Some(d.relay),
             _ => None,
         });
-        let callees = self.callee_order.iter().map(|id| self.callees[id].relay);
+        let callees = self
+            .callee_order
+            .iter()
+            .map(|id| (self.callees[id].relay, self.callees[id].payload_type));
         Ok(callers
             .zip(callees)
-            .filter_map(|(a, b)| {
+            .filter_map(|(a, (b, pt))| {
                 a.map(|caller_relay| Bridged {
                     caller_relay,
                     callee_relay: b,
+                    callee_payload_type: pt,
                 })
             })
             .collect())
@@ -589,7 +606,12 @@ impl Agent {
             }
             // A re-INVITE (a session refresh, a hold) is answered with the same media.
             if !leg.ended {
-                let sdp = sdp_offer(self.media.ip, self.media.callee_port);
+                let sdp = sdp_answer(
+                    self.media.ip,
+                    self.media.callee_port,
+                    self.callee_codec,
+                    leg.payload_type,
+                );
                 self.reply(&req, 200, Some(sdp));
             }
             return;
@@ -599,16 +621,26 @@ impl Agent {
             self.reply(&req, 200, Some(sdp));
             return;
         }
-        let Some(relay) = sdp_address(&req.body) else {
+        let (Some(relay), Some(payload_type)) = (
+            sdp_address(&req.body),
+            offered_payload_type(&req.body, self.callee_codec),
+        ) else {
+            // No address, or not our codec: the call fails, and says why.
             self.reply(&req, 488, None);
             return;
         };
-        let sdp = sdp_offer(self.media.ip, self.media.callee_port);
+        let sdp = sdp_answer(
+            self.media.ip,
+            self.media.callee_port,
+            self.callee_codec,
+            payload_type,
+        );
         let ok = self.reply(&req, 200, Some(sdp));
         self.callees.insert(
             call_id.clone(),
             CalleeLeg {
                 relay,
+                payload_type,
                 unacked: Some(Outgoing::new(ok.clone(), Instant::now())),
                 ok,
                 ended: false,
@@ -773,6 +805,69 @@ fn sdp_offer(ip: IpAddr, port: u16) -> String {
     )
 }
 
+/// The callee's answer: one codec at `ip:port`. PCMU is the offer above, byte for byte,
+/// so relayed runs stay what they were.
+fn sdp_answer(ip: IpAddr, port: u16, codec: CodecKind, payload_type: u8) -> String {
+    let rtpmap = match codec {
+        CodecKind::Pcmu => return sdp_offer(ip, port),
+        CodecKind::Opus => format!(
+            "a=rtpmap:{payload_type} opus/48000/2\r\na=fmtp:{payload_type} useinbandfec=1\r\n"
+        ),
+        other => format!("a=rtpmap:{payload_type} {}/8000\r\n", other.name()),
+    };
+    let family = if ip.is_ipv6() { "IP6" } else { "IP4" };
+    format!(
+        "v=0\r\no=rtp_load 1 1 IN {family} {ip}\r\ns=rtp_load\r\nc=IN {family} {ip}\r\nt=0 0\r\nm=audio {port} RTP/AVP {payload_type}\r\n{rtpmap}a=ptime:20\r\na=sendrecv\r\n"
+    )
+}
+
+/// The payload type an SDP offer gives `codec` in its audio stream: the one its
+/// `a=rtpmap` names, or the static one (RFC 3551) listed without an rtpmap.
+fn offered_payload_type(body: &[u8], codec: CodecKind) -> Option<u8> {
+    let text = std::str::from_utf8(body).ok()?;
+    let mut formats: Vec<u8> = Vec::new();
+    let mut in_audio = false;
+    let mut mapped = None;
+    for line in text.lines().map(str::trim_end) {
+        if let Some(m) = line.strip_prefix("m=") {
+            if !formats.is_empty() {
+                break; // only the first audio stream is relayed
+            }
+            in_audio = m.starts_with("audio ");
+            if in_audio {
+                formats = m
+                    .split_whitespace()
+                    .skip(3)
+                    .filter_map(|f| f.parse().ok())
+                    .collect();
+            }
+        } else if let Some(map) = line.strip_prefix("a=rtpmap:")
+            && in_audio
+            && let Some((pt, kind)) = rtpmap(map)
+            && kind == codec
+        {
+            mapped = Some(pt);
+        }
+    }
+    let listed = |pt: u8| formats.contains(&pt).then_some(pt);
+    mapped
+        .and_then(listed)
+        .or_else(|| codec.static_payload_type().and_then(listed))
+}
+
+/// An `a=rtpmap:` value (`96 opus/48000/2`) of a codec we know.
+fn rtpmap(value: &str) -> Option<(u8, CodecKind)> {
+    let (pt, encoding) = value.split_once(' ')?;
+    let mut parts = encoding.trim().split('/');
+    let name = parts.next()?;
+    let clock: u32 = parts.next()?.parse().ok()?;
+    let channels: u16 = parts.next().map_or(Some(0), |c| c.parse().ok())?;
+    Some((
+        pt.parse().ok()?,
+        CodecKind::from_sdp(name, clock, channels)?,
+    ))
+}
+
 /// Where an SDP body wants audio sent: the audio stream's port and its connection
 /// address (media-level `c=` over session-level).
 fn sdp_address(body: &[u8]) -> Option<SocketAddr> {
@@ -825,6 +920,37 @@ mod tests {
         assert_eq!(
             sdp_address(sdp_offer(ip, 41000).as_bytes()),
             Some(SocketAddr::new(ip, 41000))
+        );
+    }
+
+    #[test]
+    fn the_callee_answers_with_the_offered_payload_type_of_its_codec() {
+        let offer = b"v=0\r\no=sb 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 20000 RTP/AVP 0 8 9 96 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:9 G722/8000\r\na=rtpmap:96 OPUS/48000/2\r\na=rtpmap:101 telephone-event/8000\r\n";
+        assert_eq!(offered_payload_type(offer, CodecKind::Pcmu), Some(0));
+        assert_eq!(offered_payload_type(offer, CodecKind::Pcma), Some(8));
+        assert_eq!(offered_payload_type(offer, CodecKind::G722), Some(9));
+        assert_eq!(offered_payload_type(offer, CodecKind::Opus), Some(96));
+        let pcmu_only = b"v=0\r\nm=audio 20000 RTP/AVP 0\r\n";
+        assert_eq!(offered_payload_type(pcmu_only, CodecKind::Pcmu), Some(0));
+        assert_eq!(offered_payload_type(pcmu_only, CodecKind::Opus), None);
+        assert_eq!(offered_payload_type(pcmu_only, CodecKind::G722), None);
+
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        assert_eq!(
+            sdp_answer(ip, 4000, CodecKind::Pcmu, 0),
+            sdp_offer(ip, 4000)
+        );
+        let opus = sdp_answer(ip, 4000, CodecKind::Opus, 96);
+        assert!(opus.contains("m=audio 4000 RTP/AVP 96\r\na=rtpmap:96 opus/48000/2\r\n"));
+        assert_eq!(
+            offered_payload_type(opus.as_bytes(), CodecKind::Opus),
+            Some(96)
+        );
+        let g722 = sdp_answer(ip, 4000, CodecKind::G722, 9);
+        assert!(g722.contains("m=audio 4000 RTP/AVP 9\r\na=rtpmap:9 G722/8000\r\n"));
+        assert_eq!(
+            sdp_address(g722.as_bytes()),
+            Some(SocketAddr::new(ip, 4000))
         );
     }
 
