@@ -219,7 +219,7 @@ impl Transcoder {
         };
         let n = resampler.process(&self.decoded[..samples], &mut self.resampled);
         let room = FIFO_MAX - self.fifo_len;
-        // More than the FIFO holds means the clock fell behind: keep the newest audio.
+        // More than the FIFO holds (the clock fell behind): what does not fit is dropped.
         let n = n.min(room);
         self.fifo[self.fifo_len..self.fifo_len + n].copy_from_slice(&self.resampled[..n]);
         self.fifo_len += n;
