@@ -1139,8 +1139,10 @@ impl B2bua {
         if let Some(relay) = call.media.relay.as_ref() {
             relay.set_remote(side, rtp, rtcp);
             let direction = sdp.direction(0).unwrap_or(Direction::SendRecv);
-            plan_paths(call);
-            hold_music(call);
+            // Each leg's formats, worked out once for the paths and the music.
+            let legs = leg_formats(call);
+            plan_paths(call, &legs);
+            hold_music(call, &legs);
             self.note_media_direction(id, side, direction);
         }
     }
@@ -1200,14 +1202,13 @@ fn call_media(call: &Call) -> CallMedia {
 
 /// A party whose phone put the other on hold hears hold music from switchboard until
 /// resumed: a leg whose latest description does not receive means its peer is held.
-fn hold_music(call: &mut Call) {
+fn hold_music(call: &mut Call, legs: &[LegFormats; 2]) {
     let (Some(relay), Some(music)) = (call.media.relay.as_ref(), call.hold_music.clone()) else {
         return;
     };
     if !relay.has(Side::B) {
         return;
     }
-    let legs = leg_formats(call);
     let receives = |sdp: Option<&Sdp>| {
         sdp.and_then(|s| s.direction(0))
             .is_none_or(Direction::receives)
@@ -1248,11 +1249,10 @@ fn hold_music(call: &mut Call) {
 
 /// Points each direction of the relay at the path the legs' codecs call for,
 /// leaving a direction alone when its path has not changed.
-fn plan_paths(call: &mut Call) {
+fn plan_paths(call: &mut Call, legs: &[LegFormats; 2]) {
     let Some(relay) = call.media.relay.as_ref() else {
         return;
     };
-    let legs = leg_formats(call);
     // Keys in the audio are listened for only on a caller alone with switchboard: in a
     // bridged call they reach the other phone in the audio itself.
     let alone = !relay.has(Side::B);
